@@ -1,4 +1,17 @@
 //! Disks: discovery, the disk/partition model, partition tables, block-device
 //! I/O and ioctls, and the interlocks that refuse a target that must not be written.
 //!
-//! Knows nothing about images.
+//! Knows nothing about images. Never prints: everything is returned to the
+//! caller. All `unsafe` (ioctls) lives in the private `sys` module.
+#![deny(unsafe_code)]
+
+pub mod blockdev;
+pub mod interlock;
+mod sys;
+pub mod usage;
+
+pub use blockdev::{open_source, open_target, Target};
+pub use interlock::{
+    check_write_target, refusal_is_overridable, CheckOptions, Protected, Refusal, TargetFacts,
+};
+pub use usage::{disk_holding, DevNum, SysRoot};
