@@ -1,0 +1,246 @@
+//! Capture: read the source's extents chunk by chunk, hash and compress on all cores,
+//! store new chunks, commit the image last.
+
+use crate::error::{Error, Result};
+use crate::extent::{normalize, total, Extent};
+use crate::format::*;
+use crate::io::{is_zero, ReadAt};
+use crate::pipeline::{chunks_of, read_masked, run};
+use crate::sink::{Event, Progress, Sink};
+use crate::store::StoreWriter;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// What to capture and how to describe it.
+#[derive(Debug, Clone)]
+pub struct CaptureOptions {
+    pub name: String,
+    pub description: String,
+    /// zstd level.
+    pub level: i32,
+    pub source: SourceDisk,
+    /// Byte ranges to copy; everything else reads as zeros. Normalized by the engine.
+    pub extents: Vec<Extent>,
+    pub partition_table: Option<serde_json::Value>,
+    pub partitions: Vec<serde_json::Value>,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+}
+
+/// What a capture did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CaptureReport {
+    pub manifest: Manifest,
+    /// Bytes read from the source.
+    pub read_bytes: u64,
+    /// Chunks hashed (non-zero).
+    pub hashed_chunks: u64,
+    /// Chunks that were all zero.
+    pub zero_chunks: u64,
+    /// Chunks whose content the store already held (deduplicated).
+    pub dedup_chunks: u64,
+    /// Chunks added to the store and their compressed bytes.
+    pub new_chunks: u64,
+    pub new_bytes: u64,
+    /// Bytes of distinct chunks the image refers to, stored size.
+    pub referenced_bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+enum Hashed {
+    Zero(u64),
+    Known(u64, ChunkId),
+    New(u64, ChunkId, Encoding, u32, Vec<u8>),
+}
+
+/// Captures `source` into the store behind `writer`.
+pub fn capture(
+    writer: &mut StoreWriter<'_>,
+    source: &dyn ReadAt,
+    opts: CaptureOptions,
+    sink: &mut dyn Sink,
+) -> Result<CaptureReport> {
+    let started = Instant::now();
+    validate_name(&opts.name).map_err(|reason| Error::BadName {
+        name: opts.name.clone(),
+        reason,
+    })?;
+    writer.check_name_free(&opts.name)?;
+    let store = writer.store();
+    let chunk_size = store.chunk_size();
+    let disk_size = opts.source.size;
+    let extents = normalize(opts.extents.clone(), disk_size);
+    let indices: Vec<u64> = chunks_of(&extents, chunk_size).collect();
+    let mut progress = Progress {
+        total_bytes: total(&extents),
+        total_chunks: indices.len() as u64,
+        ..Default::default()
+    };
+    sink.event(Event::Phase("reading source"));
+    sink.event(Event::Progress(progress));
+
+    let threads = if opts.threads == 0 {
+        crate::pipeline::default_threads()
+    } else {
+        opts.threads
+    };
+    let level = opts.level;
+    let ext = &extents;
+    let mut entries: Vec<(u64, ChunkId)> = Vec::with_capacity(indices.len());
+    let mut referenced: HashMap<ChunkId, ()> = HashMap::new();
+    let (mut zero_chunks, mut dedup_chunks, mut read_bytes) = (0u64, 0u64, 0u64);
+    let mut last_report = Instant::now();
+
+    let result = run(
+        threads,
+        |emit| {
+            for &idx in &indices {
+                let window = chunk_range(idx, chunk_size, disk_size);
+                let mut buf = Vec::with_capacity(chunk_size as usize);
+                read_masked(source, ext, window, &mut buf).map_err(|source| Error::ReadSource {
+                    offset: window.offset,
+                    source,
+                })?;
+                if !emit((idx, buf)) {
+                    break;
+                }
+            }
+            Ok(())
+        },
+        |(idx, buf): (u64, Vec<u8>)| -> Result<(Hashed, u64)> {
+            let n = buf.len() as u64;
+            if is_zero(&buf) {
+                return Ok((Hashed::Zero(idx), n));
+            }
+            let id = *blake3::hash(&buf).as_bytes();
+            if store.contains(&id) {
+                return Ok((Hashed::Known(idx, id), n));
+            }
+            let compressed = zstd::bulk::compress(&buf, level).map_err(|e| Error::Io {
+                what: "compressing chunk for",
+                path: format!("disk offset {}", idx * chunk_size as u64).into(),
+                source: e,
+            })?;
+            Ok(if compressed.len() < buf.len() {
+                (
+                    Hashed::New(idx, id, Encoding::Zstd, n as u32, compressed),
+                    n,
+                )
+            } else {
+                (Hashed::New(idx, id, Encoding::Raw, n as u32, buf), n)
+            })
+        },
+        |item| {
+            let (h, n) = item?;
+            read_bytes += n;
+            match h {
+                Hashed::Zero(idx) => {
+                    zero_chunks += 1;
+                    progress.skipped_chunks += 1;
+                    entries.push((idx, ZERO_ID));
+                }
+                Hashed::Known(idx, id) => {
+                    dedup_chunks += 1;
+                    progress.skipped_chunks += 1;
+                    entries.push((idx, id));
+                    referenced.insert(id, ());
+                }
+                Hashed::New(idx, id, enc, raw_len, payload) => {
+                    if writer.put(id, enc, raw_len, &payload)? {
+                        progress.written_chunks += 1;
+                    } else {
+                        dedup_chunks += 1;
+                        progress.skipped_chunks += 1;
+                    }
+                    entries.push((idx, id));
+                    referenced.insert(id, ());
+                }
+            }
+            progress.done_chunks += 1;
+            progress.done_bytes += n;
+            if last_report.elapsed().as_millis() >= 200 {
+                last_report = Instant::now();
+                sink.event(Event::Progress(progress));
+            }
+            if sink.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            Ok(())
+        },
+    );
+    if let Err(e) = result {
+        // A full destination makes the open pack useless; anything else keeps it so a
+        // rerun reuses its chunks (FORMAT.md §7).
+        if is_out_of_space(&e) {
+            writer.discard_open_pack();
+        } else {
+            let _ = writer.seal();
+        }
+        return Err(e);
+    }
+    sink.event(Event::Progress(progress));
+    sink.event(Event::Phase("committing image"));
+    entries.sort_unstable_by_key(|e| e.0);
+    let map = ChunkMap {
+        chunk_size,
+        disk_size,
+        extents,
+        entries,
+    };
+    let stored_bytes: u64 = referenced
+        .keys()
+        .filter_map(|id| writer.stored_len(id))
+        .map(u64::from)
+        .sum();
+    let manifest = Manifest {
+        format: "imprint-image".into(),
+        format_version: FORMAT_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        created: crate::store::now(),
+        name: opts.name,
+        description: opts.description,
+        source: opts.source,
+        chunk_size,
+        map_file: String::new(),
+        stats: CaptureStats {
+            captured_bytes: total(&map.extents),
+            chunks: map.entries.len() as u64,
+            zero_chunks,
+            stored_chunks: referenced.len() as u64,
+            stored_bytes,
+            new_chunks: writer.new_chunks(),
+            new_bytes: writer.new_bytes(),
+        },
+        partition_table: opts.partition_table,
+        partitions: opts.partitions,
+        root_hash: String::new(),
+    };
+    let manifest = match writer.commit_image(manifest, &map) {
+        Ok(m) => m,
+        Err(e) => {
+            if is_out_of_space(&e) {
+                writer.discard_open_pack();
+            }
+            return Err(e);
+        }
+    };
+    Ok(CaptureReport {
+        read_bytes,
+        hashed_chunks: map.entries.len() as u64 - zero_chunks,
+        zero_chunks,
+        dedup_chunks,
+        new_chunks: manifest.stats.new_chunks,
+        new_bytes: manifest.stats.new_bytes,
+        referenced_bytes: stored_bytes,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        manifest,
+    })
+}
+
+/// True for "no space left on device" and "disk quota exceeded".
+pub fn is_out_of_space(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => matches!(source.raw_os_error(), Some(28) | Some(122)),
+        _ => false,
+    }
+}

@@ -1,0 +1,817 @@
+//! The image store: a plain directory of immutable files (FORMAT.md §2).
+//!
+//! ```text
+//! STORE/imprint-store.json      what this directory is (§2)
+//! STORE/lock                    writers hold an exclusive lock on it
+//! STORE/packs/<id>.pack         chunk records, append-only while open, sealed at ≤ 1 GiB (§3)
+//! STORE/packs/<id>.idx          written when its pack is sealed (§4)
+//! STORE/images/NAME.json        an image's manifest, committed last (§5)
+//! STORE/images/NAME.<h>.map     its chunk map (§6)
+//! ```
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub const STORE_FILE: &str = "imprint-store.json";
+
+/// `imprint-store.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreConfig {
+    pub format: String,
+    pub version: u32,
+    pub chunk_size: u32,
+    pub created: String,
+}
+
+/// Where a stored chunk lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Location {
+    pub pack: u32,
+    pub offset: u64,
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub encoding: Encoding,
+}
+
+/// An image loaded and checked: manifest, map, root hash.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub manifest: Manifest,
+    pub map: ChunkMap,
+}
+
+/// An open store: its configuration and the index of every sealed pack.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    config: StoreConfig,
+    packs: Vec<String>,
+    index: HashMap<ChunkId, Location>,
+    handles: Mutex<HashMap<u32, Arc<File>>>,
+    /// The writer lock, held by a store opened with [`Store::open_writable`].
+    lock: Option<File>,
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Writes `bytes` to `dir/name` through a temporary file, fsync and rename, then
+/// fsyncs the directory, so a crash leaves either the old state or the new file whole.
+pub(crate) fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dst = dir.join(name);
+    let mut f = File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("writing", &tmp, e)
+    })?;
+    drop(f);
+    fs::rename(&tmp, &dst).map_err(|e| Error::io("renaming into place", &dst, e))?;
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // Some filesystems (FAT over FUSE, SMB) refuse fsync on a directory; the rename
+    // itself is what must be durable and they order it anyway.
+    match File::open(dir).and_then(|d| d.sync_all()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(22 /* EINVAL */) => Ok(()),
+        Err(e) => Err(Error::io("syncing directory", dir, e)),
+    }
+}
+
+impl Store {
+    /// Opens an existing store for reading. Packs that have no index (a capture still
+    /// running, or one that died) are not visible; committed images never need them.
+    pub fn open(root: &Path) -> Result<Store> {
+        let cfg_path = root.join(STORE_FILE);
+        let bytes = match fs::read(&cfg_path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let reason = if root.is_dir() {
+                    format!("it has no {STORE_FILE}")
+                } else if root.exists() {
+                    "it is not a directory".to_string()
+                } else {
+                    "it does not exist".to_string()
+                };
+                return Err(Error::NotAStore {
+                    path: root.into(),
+                    reason,
+                });
+            }
+            Err(e) => return Err(Error::io("reading", cfg_path, e)),
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| Error::StoreConfig {
+                path: cfg_path.clone(),
+                reason: e.to_string(),
+            })?;
+        if value.get("format").and_then(|v| v.as_str()) != Some("imprint-store") {
+            return Err(Error::NotAStore {
+                path: root.into(),
+                reason: format!("{STORE_FILE} does not describe an imprint store"),
+            });
+        }
+        let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
+        if version != STORE_VERSION as u64 {
+            return Err(Error::StoreVersion {
+                path: root.into(),
+                found: version,
+                supported: STORE_VERSION,
+            });
+        }
+        let config: StoreConfig =
+            serde_json::from_value(value).map_err(|e| Error::StoreConfig {
+                path: cfg_path.clone(),
+                reason: e.to_string(),
+            })?;
+        if !config.chunk_size.is_power_of_two() || !(4096..=1 << 26).contains(&config.chunk_size) {
+            return Err(Error::StoreConfig {
+                path: cfg_path,
+                reason: format!(
+                    "chunk size {} is not a power of two in 4 KiB..64 MiB",
+                    config.chunk_size
+                ),
+            });
+        }
+        let mut store = Store {
+            root: root.into(),
+            config,
+            packs: Vec::new(),
+            index: HashMap::new(),
+            handles: Mutex::new(HashMap::new()),
+            lock: None,
+        };
+        store.load_indexes()?;
+        Ok(store)
+    }
+
+    /// Creates a store in `root`, which must be missing or an empty directory.
+    pub fn create(root: &Path, chunk_size: u32) -> Result<Store> {
+        if !chunk_size.is_power_of_two() || !(4096..=1 << 26).contains(&chunk_size) {
+            return Err(Error::StoreConfig {
+                path: root.join(STORE_FILE),
+                reason: format!("chunk size {chunk_size} is not a power of two in 4 KiB..64 MiB"),
+            });
+        }
+        match fs::read_dir(root) {
+            Ok(mut entries) => {
+                if entries.next().is_some() {
+                    return Err(Error::NotAStore {
+                        path: root.into(),
+                        reason: format!(
+                            "it has no {STORE_FILE} and is not empty; use an empty or new directory for a new store"
+                        ),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(root).map_err(|e| Error::io("creating store", root, e))?
+            }
+            Err(e) => return Err(Error::io("reading", root, e)),
+        }
+        for d in ["packs", "images"] {
+            let p = root.join(d);
+            fs::create_dir_all(&p).map_err(|e| Error::io("creating", &p, e))?;
+        }
+        let config = StoreConfig {
+            format: "imprint-store".into(),
+            version: STORE_VERSION,
+            chunk_size,
+            created: now_rfc3339(),
+        };
+        let bytes = serde_json::to_vec_pretty(&config).unwrap_or_default();
+        write_atomic(root, STORE_FILE, &bytes)?;
+        Store::open(root)
+    }
+
+    /// Opens the store at `root`, creating it when `root` is missing or empty.
+    pub fn open_or_create(root: &Path, chunk_size: u32) -> Result<Store> {
+        if root.join(STORE_FILE).exists() {
+            Store::open(root)
+        } else {
+            Store::create(root, chunk_size)
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.config.chunk_size
+    }
+
+    fn packs_dir(&self) -> PathBuf {
+        self.root.join("packs")
+    }
+
+    fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    fn display(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    fn load_indexes(&mut self) -> Result<()> {
+        let dir = self.packs_dir();
+        let mut names: Vec<String> = list_dir(&dir)?
+            .into_iter()
+            .filter_map(|n| n.strip_suffix(".idx").map(str::to_string))
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        for name in names {
+            let p = dir.join(format!("{name}.idx"));
+            let bytes = fs::read(&p).map_err(|e| Error::io("reading pack index", &p, e))?;
+            let (entries, _) = decode_index(&bytes).map_err(|reason| Error::StoreConfig {
+                path: p.clone(),
+                reason,
+            })?;
+            self.add_pack(name, &entries);
+        }
+        Ok(())
+    }
+
+    fn add_pack(&mut self, name: String, entries: &[IndexEntry]) {
+        let pack = self.packs.len() as u32;
+        self.packs.push(name);
+        for e in entries {
+            self.index.entry(e.id).or_insert(Location {
+                pack,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+                encoding: e.encoding,
+            });
+        }
+    }
+
+    /// True when the store holds this chunk.
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.index.contains_key(id)
+    }
+
+    pub fn location(&self, id: &ChunkId) -> Option<Location> {
+        self.index.get(id).copied()
+    }
+
+    /// Number of distinct chunks in sealed packs.
+    pub fn chunk_count(&self) -> usize {
+        self.index.len()
+    }
+
+    fn pack_path(&self, pack: u32) -> PathBuf {
+        let name = self
+            .packs
+            .get(pack as usize)
+            .map(String::as_str)
+            .unwrap_or("?");
+        self.packs_dir().join(format!("{name}.pack"))
+    }
+
+    fn handle(&self, pack: u32) -> Result<Arc<File>> {
+        let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = h.get(&pack) {
+            return Ok(f.clone());
+        }
+        let p = self.pack_path(pack);
+        let f = Arc::new(File::open(&p).map_err(|e| Error::io("opening pack", &p, e))?);
+        h.insert(pack, f.clone());
+        Ok(f)
+    }
+
+    /// Reads a chunk's stored (still encoded) bytes. `disk_offset` is for messages.
+    pub fn read_stored(&self, id: &ChunkId, disk_offset: u64) -> Result<(Location, Vec<u8>)> {
+        let loc = self.location(id).ok_or(Error::ChunkMissing {
+            id: *id,
+            offset: disk_offset,
+        })?;
+        let f = self.handle(loc.pack)?;
+        let mut buf = vec![0u8; loc.stored_len as usize];
+        f.read_exact_at(&mut buf, loc.offset).map_err(|e| {
+            let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
+                "the pack file is truncated".to_string()
+            } else {
+                e.to_string()
+            };
+            self.corrupt(id, disk_offset, &loc, reason)
+        })?;
+        Ok((loc, buf))
+    }
+
+    /// Decodes stored bytes and checks they hash to `id`; nothing unverified leaves here.
+    pub fn decode(
+        &self,
+        id: &ChunkId,
+        disk_offset: u64,
+        loc: &Location,
+        stored: Vec<u8>,
+    ) -> Result<Vec<u8>> {
+        let raw = match loc.encoding {
+            Encoding::Raw => stored,
+            Encoding::Zstd => zstd::bulk::decompress(&stored, loc.raw_len as usize)
+                .map_err(|e| self.corrupt(id, disk_offset, loc, format!("zstd: {e}")))?,
+        };
+        if raw.len() != loc.raw_len as usize {
+            return Err(self.corrupt(
+                id,
+                disk_offset,
+                loc,
+                format!("decoded to {} bytes, expected {}", raw.len(), loc.raw_len),
+            ));
+        }
+        let actual = *blake3::hash(&raw).as_bytes();
+        if &actual != id {
+            return Err(Error::ChunkDigestMismatch {
+                offset: disk_offset,
+                expected: *id,
+                actual,
+            });
+        }
+        Ok(raw)
+    }
+
+    /// Reads, decodes and verifies one chunk.
+    pub fn read_chunk(&self, id: &ChunkId, disk_offset: u64) -> Result<Vec<u8>> {
+        let (loc, stored) = self.read_stored(id, disk_offset)?;
+        self.decode(id, disk_offset, &loc, stored)
+    }
+
+    fn corrupt(&self, id: &ChunkId, offset: u64, loc: &Location, reason: String) -> Error {
+        Error::ChunkCorrupt {
+            id: *id,
+            offset,
+            pack: self.pack_path(loc.pack).display().to_string(),
+            pack_offset: loc.offset,
+            reason,
+        }
+    }
+
+    /// Compressed bytes of the given distinct chunks.
+    pub fn stored_bytes<'a>(&self, ids: impl Iterator<Item = &'a ChunkId>) -> u64 {
+        ids.filter_map(|id| self.index.get(id))
+            .map(|l| l.stored_len as u64)
+            .sum()
+    }
+
+    // ---- images ----
+
+    /// Names of committed images (those whose manifest exists), sorted.
+    pub fn image_names(&self) -> Result<Vec<String>> {
+        let mut v: Vec<String> = list_dir(&self.images_dir())?
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Loads an image and checks everything that can be checked without reading chunks:
+    /// name, format version, manifest shape, map checksum and structure, root hash.
+    pub fn load_image(&self, name: &str) -> Result<Image> {
+        validate_name(name).map_err(|reason| Error::BadName {
+            name: name.into(),
+            reason,
+        })?;
+        let p = self.images_dir().join(format!("{name}.json"));
+        let bytes = match fs::read(&p) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::ImageNotFound {
+                    name: name.into(),
+                    store: self.display(),
+                })
+            }
+            Err(e) => return Err(Error::io("reading manifest", p, e)),
+        };
+        let malformed = |reason: String| Error::ManifestMalformed {
+            name: name.into(),
+            reason,
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| malformed(e.to_string()))?;
+        if value.get("format").and_then(|v| v.as_str()) != Some("imprint-image") {
+            return Err(malformed("\"format\" is not \"imprint-image\"".into()));
+        }
+        let version = value
+            .get("format_version")
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| malformed("no \"format_version\"".into()))?;
+        if version != FORMAT_VERSION as u64 {
+            return Err(Error::FormatVersion {
+                name: name.into(),
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let manifest: Manifest =
+            serde_json::from_value(value).map_err(|e| malformed(e.to_string()))?;
+        if manifest.name != name {
+            return Err(malformed(format!("it names itself {:?}", manifest.name)));
+        }
+        if manifest.map_file.contains(['/', '\\']) || manifest.map_file.starts_with('.') {
+            return Err(malformed("map_file is not a plain file name".into()));
+        }
+        let map_err = |reason: String| Error::MapCorrupt {
+            name: name.into(),
+            reason,
+        };
+        let mp = self.images_dir().join(&manifest.map_file);
+        let map_bytes = fs::read(&mp).map_err(|e| map_err(format!("{}: {e}", mp.display())))?;
+        let map = ChunkMap::decode(&map_bytes).map_err(map_err)?;
+        let actual = manifest.compute_root_hash(&map_bytes);
+        if actual != manifest.root_hash {
+            return Err(Error::RootHashMismatch {
+                name: name.into(),
+                expected: manifest.root_hash.clone(),
+                actual,
+            });
+        }
+        if map.chunk_size != manifest.chunk_size
+            || map.disk_size != manifest.source.size
+            || map.chunk_size != self.config.chunk_size
+        {
+            return Err(map_err(format!(
+                "chunk size {} / disk size {} disagree with the manifest ({} / {}) or the store (chunk size {})",
+                map.chunk_size, map.disk_size, manifest.chunk_size, manifest.source.size, self.config.chunk_size
+            )));
+        }
+        Ok(Image { manifest, map })
+    }
+
+    /// Opens (creating when `root` is missing or empty) a store for capture: takes the
+    /// writer lock, then recovers the packs of captures that died.
+    pub fn open_writable(root: &Path, chunk_size: u32) -> Result<Store> {
+        let mut store = Store::open_or_create(root, chunk_size)?;
+        let lock_path = root.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io("opening store lock", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(Error::StoreBusy { store: root.into() })
+            }
+            // Some network filesystems cannot lock; a second writer there still only
+            // adds packs of its own and never touches ours.
+            Err(fs::TryLockError::Error(e)) if e.kind() == io::ErrorKind::Unsupported => {}
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(Error::io("locking store", &lock_path, e))
+            }
+        }
+        store.lock = Some(lock);
+        store.recover_orphan_packs()?;
+        Ok(store)
+    }
+
+    /// A writer for one capture. The store must have been opened with [`Store::open_writable`].
+    /// Chunks it adds become visible to this `Store` value only when reopened.
+    pub fn writer(&self) -> Result<StoreWriter<'_>> {
+        if self.lock.is_none() {
+            return Err(Error::ReadOnlyStore {
+                store: self.display(),
+            });
+        }
+        Ok(StoreWriter {
+            store: self,
+            pack: None,
+            session: HashMap::new(),
+            new_bytes: 0,
+        })
+    }
+
+    /// Under the writer lock, a pack without an index belongs to a capture that died.
+    /// Its intact records are kept (a rerun reuses them) and the pack is sealed.
+    fn recover_orphan_packs(&mut self) -> Result<()> {
+        let dir = self.packs_dir();
+        let all = list_dir(&dir)?;
+        let orphans: Vec<String> = all
+            .iter()
+            .filter(|n| !n.starts_with('.'))
+            .filter_map(|n| n.strip_suffix(".pack"))
+            .filter(|n| !all.contains(&format!("{n}.idx")))
+            .map(str::to_string)
+            .collect();
+        for name in orphans {
+            let p = dir.join(format!("{name}.pack"));
+            let (entries, good_len) = scan_pack(&p)?;
+            if entries.is_empty() {
+                fs::remove_file(&p).map_err(|e| Error::io("removing empty pack", &p, e))?;
+                continue;
+            }
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&p)
+                .map_err(|e| Error::io("opening pack", &p, e))?;
+            f.set_len(good_len)
+                .and_then(|_| f.sync_all())
+                .map_err(|e| Error::io("truncating pack to its intact records", &p, e))?;
+            write_atomic(
+                &dir,
+                &format!("{name}.idx"),
+                &encode_index(&entries, good_len),
+            )?;
+            self.add_pack(name, &entries);
+        }
+        Ok(())
+    }
+}
+
+/// Reads a pack record by record, keeping each record whose header is intact and whose
+/// payload decodes to its id; stops at the first that is not. Returns the kept entries
+/// and the length of the intact prefix.
+fn scan_pack(p: &Path) -> Result<(Vec<IndexEntry>, u64)> {
+    let f = File::open(p).map_err(|e| Error::io("opening pack", p, e))?;
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("reading pack size", p, e))?
+        .len();
+    let mut entries = Vec::new();
+    let mut hdr = [0u8; PACK_HEADER_LEN as usize];
+    if len < PACK_HEADER_LEN || f.read_exact_at(&mut hdr, 0).is_err() || &hdr[..8] != PACK_MAGIC {
+        return Ok((entries, 0));
+    }
+    let mut pos = PACK_HEADER_LEN;
+    let mut seen = HashSet::new();
+    loop {
+        let mut h = [0u8; RECORD_HEADER_LEN];
+        if pos + RECORD_HEADER_LEN as u64 > len || f.read_exact_at(&mut h, pos).is_err() {
+            break;
+        }
+        let Ok(rec) = RecordHeader::decode(&h) else {
+            break;
+        };
+        let start = pos + RECORD_HEADER_LEN as u64;
+        let end = start + rec.stored_len as u64;
+        if end > len {
+            break;
+        }
+        let mut payload = vec![0u8; rec.stored_len as usize];
+        if f.read_exact_at(&mut payload, start).is_err() {
+            break;
+        }
+        let raw = match rec.encoding {
+            Encoding::Raw => payload,
+            Encoding::Zstd => match zstd::bulk::decompress(&payload, rec.raw_len as usize) {
+                Ok(r) => r,
+                Err(_) => break,
+            },
+        };
+        if blake3::hash(&raw).as_bytes() != &rec.id {
+            break;
+        }
+        if seen.insert(rec.id) {
+            entries.push(IndexEntry {
+                id: rec.id,
+                offset: start,
+                stored_len: rec.stored_len,
+                raw_len: rec.raw_len,
+                encoding: rec.encoding,
+            });
+        }
+        pos = end;
+    }
+    let good_len = if entries.is_empty() { 0 } else { pos };
+    Ok((entries, good_len))
+}
+
+fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("listing", dir, e)),
+    };
+    let mut v = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| Error::io("listing", dir, e))?;
+        if let Some(n) = e.file_name().to_str() {
+            v.push(n.to_string());
+        }
+    }
+    Ok(v)
+}
+
+fn random_id() -> [u8; 16] {
+    // Unique enough to never collide between writers: time, pid and a hash of both.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let mut h = blake3::Hasher::new();
+    h.update(&t.to_le_bytes());
+    h.update(&std::process::id().to_le_bytes());
+    h.update(&(&t as *const u128 as usize).to_le_bytes());
+    arr(&h.finalize().as_bytes()[..16])
+}
+
+struct OpenPack {
+    name: String,
+    path: PathBuf,
+    file: BufWriter<File>,
+    len: u64,
+    entries: Vec<IndexEntry>,
+}
+
+/// The store while a capture writes to it: holds the writer lock, the open pack, and
+/// the ids added in this session.
+pub struct StoreWriter<'a> {
+    store: &'a Store,
+    pack: Option<OpenPack>,
+    /// Ids added in this session, with their stored length.
+    session: HashMap<ChunkId, u32>,
+    new_bytes: u64,
+}
+
+impl std::fmt::Debug for StoreWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter")
+            .field("store", &self.store.root)
+            .field("new_chunks", &self.session.len())
+            .finish()
+    }
+}
+
+impl<'a> StoreWriter<'a> {
+    pub fn store(&self) -> &'a Store {
+        self.store
+    }
+
+    /// True when the chunk is stored already or was added in this session.
+    pub fn has(&self, id: &ChunkId) -> bool {
+        self.session.contains_key(id) || self.store.contains(id)
+    }
+
+    /// Stored length of a chunk, whether it is in the store or was added in this session.
+    pub fn stored_len(&self, id: &ChunkId) -> Option<u32> {
+        self.session
+            .get(id)
+            .copied()
+            .or_else(|| self.store.location(id).map(|l| l.stored_len))
+    }
+
+    /// Compressed bytes added so far.
+    pub fn new_bytes(&self) -> u64 {
+        self.new_bytes
+    }
+
+    /// Chunks added so far.
+    pub fn new_chunks(&self) -> u64 {
+        self.session.len() as u64
+    }
+
+    /// Appends one encoded chunk unless it is already stored. Returns true if written.
+    pub fn put(
+        &mut self,
+        id: ChunkId,
+        encoding: Encoding,
+        raw_len: u32,
+        payload: &[u8],
+    ) -> Result<bool> {
+        if self.has(&id) {
+            return Ok(false);
+        }
+        let rec_len = RECORD_HEADER_LEN as u64 + payload.len() as u64;
+        if self
+            .pack
+            .as_ref()
+            .is_some_and(|p| p.len + rec_len > MAX_PACK_BYTES)
+        {
+            self.seal()?;
+        }
+        if self.pack.is_none() {
+            self.pack = Some(self.new_pack()?);
+        }
+        let Some(pack) = self.pack.as_mut() else {
+            unreachable!("a pack was just opened")
+        };
+        let header = RecordHeader {
+            encoding,
+            stored_len: payload.len() as u32,
+            raw_len,
+            id,
+        };
+        let r = pack
+            .file
+            .write_all(&header.encode())
+            .and_then(|_| pack.file.write_all(payload));
+        if let Err(e) = r {
+            return Err(Error::io("writing pack", &pack.path, e));
+        }
+        pack.entries.push(IndexEntry {
+            id,
+            offset: pack.len + RECORD_HEADER_LEN as u64,
+            stored_len: payload.len() as u32,
+            raw_len,
+            encoding,
+        });
+        pack.len += rec_len;
+        self.session.insert(id, payload.len() as u32);
+        self.new_bytes += payload.len() as u64;
+        Ok(true)
+    }
+
+    fn new_pack(&self) -> Result<OpenPack> {
+        let id = random_id();
+        let name = crate::error::hex(&id);
+        let path = self.store.packs_dir().join(format!("{name}.pack"));
+        let f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| Error::io("creating pack", &path, e))?;
+        let mut file = BufWriter::with_capacity(4 << 20, f);
+        file.write_all(&pack_header(&id))
+            .map_err(|e| Error::io("writing pack", &path, e))?;
+        Ok(OpenPack {
+            name,
+            path,
+            file,
+            len: PACK_HEADER_LEN,
+            entries: Vec::new(),
+        })
+    }
+
+    /// Flushes and fsyncs the open pack and commits its index. After this every chunk
+    /// written so far is durable and visible to readers.
+    pub fn seal(&mut self) -> Result<()> {
+        let Some(mut pack) = self.pack.take() else {
+            return Ok(());
+        };
+        pack.file
+            .flush()
+            .and_then(|_| pack.file.get_ref().sync_all())
+            .map_err(|e| Error::io("syncing pack", &pack.path, e))?;
+        let idx = encode_index(&pack.entries, pack.len);
+        write_atomic(&self.store.packs_dir(), &format!("{}.idx", pack.name), &idx)?;
+        Ok(())
+    }
+
+    /// Drops the open pack after a failure that makes it useless (a full disk): the
+    /// chunks are lost, the space comes back. Other failures keep it for recovery.
+    pub fn discard_open_pack(&mut self) {
+        if let Some(pack) = self.pack.take() {
+            drop(pack.file);
+            let _ = fs::remove_file(&pack.path);
+        }
+    }
+
+    /// Commits an image: seals packs, writes the map, then the manifest last (FORMAT.md §7).
+    pub fn commit_image(&mut self, mut manifest: Manifest, map: &ChunkMap) -> Result<Manifest> {
+        validate_name(&manifest.name).map_err(|reason| Error::BadName {
+            name: manifest.name.clone(),
+            reason,
+        })?;
+        self.check_name_free(&manifest.name)?;
+        self.seal()?;
+        let map_bytes = map.encode();
+        let map_hash = crate::error::hex(&blake3::hash(&map_bytes).as_bytes()[..8]);
+        manifest.map_file = format!("{}.{map_hash}.map", manifest.name);
+        manifest.root_hash = manifest.compute_root_hash(&map_bytes);
+        let dir = self.store.images_dir();
+        write_atomic(&dir, &manifest.map_file, &map_bytes)?;
+        let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
+        write_atomic(&dir, &format!("{}.json", manifest.name), &json)?;
+        Ok(manifest)
+    }
+
+    /// Refuses a name already used, compared without case because FAT, exFAT, NTFS and
+    /// SMB shares treat `Lab` and `lab` as one file.
+    pub fn check_name_free(&self, name: &str) -> Result<()> {
+        let lower = name.to_lowercase();
+        if let Some(existing) = self
+            .store
+            .image_names()?
+            .into_iter()
+            .find(|n| n.to_lowercase() == lower)
+        {
+            return Err(Error::ImageExists {
+                existing,
+                store: self.store.display(),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn now() -> String {
+    now_rfc3339()
+}

@@ -1,0 +1,215 @@
+//! Verify an image (every stored chunk decodes to its id, root hash holds) or a disk
+//! against an image (every captured chunk of the disk, masked as capture masked it,
+//! hashes to the image's id).
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::io::{is_zero, ReadAt};
+use crate::pipeline::{read_masked, run};
+use crate::sink::{Event, Progress, Sink};
+use crate::store::{Image, Store};
+use std::collections::HashSet;
+use std::time::Instant;
+
+/// What a verification found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    pub chunks: u64,
+    /// Bytes read (stored bytes for an image, disk bytes for --against).
+    pub read_bytes: u64,
+    pub elapsed_ms: u64,
+}
+
+/// Most failures listed in a warning each; the rest are counted.
+const MAX_LISTED: u64 = 20;
+
+/// Checks every distinct stored chunk of `image` decodes to its id. The root hash was
+/// checked when the image was loaded. Reports every damaged chunk as a warning, then
+/// fails with the count and the first.
+pub fn verify_image(
+    store: &Store,
+    image: &Image,
+    threads: usize,
+    sink: &mut dyn Sink,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let map = &image.map;
+    let mut seen = HashSet::new();
+    let todo: Vec<(u64, ChunkId)> = map
+        .entries
+        .iter()
+        .copied()
+        .filter(|(_, id)| *id != ZERO_ID && seen.insert(*id))
+        .collect();
+    let mut progress = Progress {
+        total_chunks: todo.len() as u64,
+        total_bytes: todo
+            .iter()
+            .map(|(_, id)| store.location(id).map_or(0, |l| l.raw_len as u64))
+            .sum(),
+        ..Default::default()
+    };
+    sink.event(Event::Phase("verifying image"));
+    sink.event(Event::Progress(progress));
+    let mut report = VerifyReport {
+        chunks: todo.len() as u64,
+        ..Default::default()
+    };
+    let (mut bad, mut first): (u64, Option<Error>) = (0, None);
+    let todo_ref = &todo;
+    let mut last = Instant::now();
+    run(
+        pick(threads),
+        |emit| {
+            for &(idx, id) in todo_ref {
+                let off = map.chunk_range(idx).offset;
+                if !emit((off, id, store.read_stored(&id, off))) {
+                    break;
+                }
+            }
+            Ok(())
+        },
+        |(off, id, stored)| -> (u64, Result<()>) {
+            match stored {
+                Ok((loc, bytes)) => {
+                    let n = bytes.len() as u64;
+                    (n, store.decode(&id, off, &loc, bytes).map(|_| ()))
+                }
+                Err(e) => (0, Err(e)),
+            }
+        },
+        |(n, r)| {
+            report.read_bytes += n;
+            progress.done_chunks += 1;
+            progress.done_bytes += map.chunk_size as u64;
+            if let Err(e) = r {
+                bad += 1;
+                if bad <= MAX_LISTED {
+                    sink.event(Event::Warning(e.to_string()));
+                }
+                first.get_or_insert(e);
+            }
+            if last.elapsed().as_millis() >= 200 {
+                last = Instant::now();
+                sink.event(Event::Progress(progress));
+            }
+            if sink.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            Ok(())
+        },
+    )?;
+    progress.done_bytes = progress.total_bytes;
+    sink.event(Event::Progress(progress));
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    match first {
+        None => Ok(report),
+        Some(first) => Err(Error::ImageDamaged {
+            name: image.manifest.name.clone(),
+            count: bad,
+            first: Box::new(first),
+        }),
+    }
+}
+
+/// Compares `disk` with `image`: each chunk of the map is read from the disk, masked
+/// to the captured extents, and hashed. Chunks outside the image are not compared.
+pub fn verify_against(
+    image: &Image,
+    disk: &dyn ReadAt,
+    disk_size: u64,
+    threads: usize,
+    sink: &mut dyn Sink,
+) -> Result<VerifyReport> {
+    let started = Instant::now();
+    let map = &image.map;
+    if disk_size < map.disk_size {
+        return Err(Error::TargetTooSmall {
+            need: map.disk_size,
+            have: disk_size,
+        });
+    }
+    let mut progress = Progress {
+        total_chunks: map.entries.len() as u64,
+        total_bytes: map
+            .entries
+            .iter()
+            .map(|(i, _)| map.chunk_range(*i).len)
+            .sum(),
+        ..Default::default()
+    };
+    sink.event(Event::Phase("comparing disk with image"));
+    sink.event(Event::Progress(progress));
+    let mut report = VerifyReport {
+        chunks: map.entries.len() as u64,
+        ..Default::default()
+    };
+    let (mut bad, mut first_offset) = (0u64, None::<u64>);
+    let mut last = Instant::now();
+    run(
+        pick(threads),
+        |emit| {
+            for &(idx, id) in &map.entries {
+                let window = map.chunk_range(idx);
+                let mut buf = Vec::with_capacity(window.len as usize);
+                read_masked(disk, &map.extents, window, &mut buf).map_err(|source| {
+                    Error::ReadTarget {
+                        offset: window.offset,
+                        source,
+                    }
+                })?;
+                if !emit((window.offset, id, buf)) {
+                    break;
+                }
+            }
+            Ok(())
+        },
+        |(off, id, buf): (u64, ChunkId, Vec<u8>)| {
+            let same = if id == ZERO_ID {
+                is_zero(&buf)
+            } else {
+                blake3::hash(&buf).as_bytes() == &id
+            };
+            (off, buf.len() as u64, same)
+        },
+        |(off, n, same)| {
+            report.read_bytes += n;
+            progress.done_chunks += 1;
+            progress.done_bytes += n;
+            if !same {
+                bad += 1;
+                if bad <= MAX_LISTED {
+                    sink.event(Event::Warning(format!(
+                        "disk differs from the image in the chunk at offset {off}"
+                    )));
+                }
+                first_offset = Some(first_offset.map_or(off, |f| f.min(off)));
+            }
+            if last.elapsed().as_millis() >= 200 {
+                last = Instant::now();
+                sink.event(Event::Progress(progress));
+            }
+            if sink.cancelled() {
+                return Err(Error::Cancelled);
+            }
+            Ok(())
+        },
+    )?;
+    sink.event(Event::Progress(progress));
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    match first_offset {
+        None => Ok(report),
+        Some(first_offset) => Err(Error::DiskMismatch {
+            count: bad,
+            first_offset,
+        }),
+    }
+}
+
+fn pick(threads: usize) -> usize {
+    if threads == 0 {
+        crate::pipeline::default_threads()
+    } else {
+        threads
+    }
+}
