@@ -12,11 +12,12 @@
 #![allow(clippy::result_large_err)]
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::blockdev;
+use crate::table;
 use crate::usage::{human_size, BlockDev, DevNum, DeviceDesc, SysRoot};
 
 /// Something that must not be on the target, with what it is for messages.
@@ -356,9 +357,25 @@ fn check_block_target(
             carries.push(format!("partition {}", p.node.display()));
         }
     }
+    let mut file = src.into_file();
+    if carries.is_empty() && !dev.is_partition {
+        // The kernel may parse no tables at all (shared/notes/host-kernel.md):
+        // read the table ourselves to name what would be lost.
+        match table::read_table(&mut file, size, lss) {
+            Ok(t) => carries.extend(t.partitions.iter().map(|p| {
+                format!(
+                    "partition {} ({}, {})",
+                    p.index,
+                    p.type_name,
+                    human_size(p.size)
+                )
+            })),
+            Err(e) => carries.push(format!("a partition table that does not parse ({e})")),
+        }
+    }
     if carries.is_empty() {
-        if let Some(what) = first_mib_content(&mut src.into_file(), lss)
-            .map_err(io_err(target, "reading the first MiB"))?
+        if let Some(what) =
+            first_mib_content(&mut file, lss).map_err(io_err(target, "reading the first MiB"))?
         {
             carries.push(what);
         }
@@ -385,6 +402,7 @@ fn check_block_target(
 /// (UEFI 2.10 §5.3.2), an MBR boot signature (0x55AA at byte 510), or any
 /// non-zero byte. `None` for a blank device.
 fn first_mib_content(dev: &mut File, sector: u32) -> io::Result<Option<String>> {
+    dev.seek(SeekFrom::Start(0))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0;
     while n < buf.len() {

@@ -8,6 +8,7 @@
 pub mod blockdev;
 pub mod interlock;
 mod sys;
+pub mod table;
 pub mod usage;
 
 pub use blockdev::{open_source, open_target, Target};
