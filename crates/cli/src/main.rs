@@ -1,1 +1,413 @@
-fn main() {}
+//! `imprint`: parse, dispatch, report, exit. All behaviour lives in the `ops` crate so
+//! the CLI, the TUI and the unattended boot mode run the same code. Exit codes are
+//! documented in docs/CLI.md.
+#![forbid(unsafe_code)]
+
+mod progress;
+
+use clap::{Parser, Subcommand};
+use ops::{exit, OpsError};
+use progress::{bytes, emit, Reporter};
+use serde_json::json;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// Imprint: capture, restore and verify whole-disk images.
+#[derive(Debug, Parser)]
+#[command(name = "imprint", version, about, long_about = None)]
+struct Cli {
+    /// Print JSON Lines events and results on stdout instead of human output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Capture a disk (or disk image file) into a store.
+    Capture {
+        /// Block device or regular file to read.
+        source: PathBuf,
+        /// Store directory (created when missing or empty).
+        store: PathBuf,
+        /// Image name (letters, digits, spaces, - _ . and the like; no / \ : * ? " < > |).
+        #[arg(long)]
+        name: String,
+        /// Free text kept with the image.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// zstd compression level (1-19).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+        level: i32,
+        /// Capture even when the source is mounted (the image may be inconsistent).
+        #[arg(long)]
+        force: bool,
+        /// Chunk size in bytes for a store created by this capture (power of two).
+        #[arg(long, default_value_t = imaging::DEFAULT_CHUNK_SIZE, hide = true)]
+        chunk_size: u32,
+        /// Worker threads (default: all cores).
+        #[arg(long, default_value_t = 0, hide = true)]
+        threads: usize,
+    },
+    /// Restore an image onto a disk or file, destroying what it holds.
+    Restore {
+        /// Store directory.
+        store: PathBuf,
+        /// Image name.
+        name: String,
+        /// Block device, existing file, or a new file (created at the image's size).
+        target: PathBuf,
+        /// Do not ask for confirmation (required when stdin is not a terminal).
+        #[arg(long)]
+        yes: bool,
+        /// Overwrite a target that carries partitions or data. Never overrides the
+        /// other safety rules (mounted, swap, store or boot disk, sector size, size).
+        #[arg(long)]
+        force: bool,
+        /// Worker threads (default: all cores).
+        #[arg(long, default_value_t = 0, hide = true)]
+        threads: usize,
+    },
+    /// Check an image's chunks and root hash, or compare a disk with an image.
+    Verify {
+        store: PathBuf,
+        name: String,
+        /// Compare this disk (or file) with the image.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Worker threads (default: all cores).
+        #[arg(long, default_value_t = 0, hide = true)]
+        threads: usize,
+    },
+    /// List the images in a store.
+    Images { store: PathBuf },
+    /// Show one image's details.
+    Info { store: PathBuf, name: String },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Ctrl-C asks the job to stop at the next chunk boundary, so a restore can zero
+    // the table areas on its way out. A second Ctrl-C kills at once.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register_conditional_shutdown(sig, 130, cancel.clone());
+        let _ = signal_hook::flag::register(sig, cancel.clone());
+    }
+    let json = cli.json;
+    let command = command_name(&cli.command);
+    let mut reporter = Reporter::new(json, cancel);
+    let result = run(cli.command, &mut reporter);
+    reporter.finish_line();
+    let code = match result {
+        Ok(()) => exit::OK,
+        Err(e) => {
+            let code = e.exit_code();
+            if json {
+                emit(
+                    "result",
+                    json!({
+                        "command": command,
+                        "ok": false,
+                        "exit_code": code,
+                        "kind": e.kind(),
+                        "error": e.to_string(),
+                    }),
+                );
+            } else {
+                eprintln!("imprint: error: {e}");
+            }
+            code
+        }
+    };
+    std::process::exit(code);
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::Capture { .. } => "capture",
+        Command::Restore { .. } => "restore",
+        Command::Verify { .. } => "verify",
+        Command::Images { .. } => "images",
+        Command::Info { .. } => "info",
+    }
+}
+
+fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
+    let json = rep.json();
+    match command {
+        Command::Capture {
+            source,
+            store,
+            name,
+            description,
+            level,
+            force,
+            chunk_size,
+            threads,
+        } => {
+            let req = ops::CaptureRequest {
+                source,
+                store,
+                name,
+                description,
+                level,
+                chunk_size,
+                force,
+                threads,
+            };
+            let r = ops::capture(&req, rep)?;
+            let m = &r.manifest;
+            let data = json!({
+                "command": "capture",
+                "ok": true,
+                "name": m.name,
+                "store": req.store,
+                "source": req.source,
+                "disk_bytes": m.source.size,
+                "read_bytes": r.read_bytes,
+                "chunks": m.stats.chunks,
+                "hashed_chunks": r.hashed_chunks,
+                "zero_chunks": r.zero_chunks,
+                "dedup_chunks": r.dedup_chunks,
+                "new_chunks": r.new_chunks,
+                "new_bytes": r.new_bytes,
+                "referenced_bytes": r.referenced_bytes,
+                "elapsed_seconds": r.elapsed_ms as f64 / 1000.0,
+                "root_hash": m.root_hash,
+            });
+            if json {
+                emit("result", data);
+            } else {
+                eprintln!(
+                    "captured {:?}: read {} of a {} disk in {:.1} s ({}/s); {} chunks: {} new ({} added to the store), {} already stored, {} empty",
+                    m.name,
+                    bytes(r.read_bytes),
+                    bytes(m.source.size),
+                    r.elapsed_ms as f64 / 1000.0,
+                    bytes(rate(r.read_bytes, r.elapsed_ms)),
+                    m.stats.chunks,
+                    r.new_chunks,
+                    bytes(r.new_bytes),
+                    r.dedup_chunks,
+                    r.zero_chunks,
+                );
+            }
+        }
+        Command::Restore {
+            store,
+            name,
+            target,
+            yes,
+            force,
+            threads,
+        } => {
+            let req = ops::RestoreRequest {
+                store,
+                name,
+                target,
+                force,
+                threads,
+            };
+            let plan = ops::plan_restore(&req)?;
+            if !yes {
+                confirm(&plan)?;
+            }
+            let r = ops::run_restore(&plan, rep)?;
+            let data = json!({
+                "command": "restore",
+                "ok": true,
+                "name": plan.image.manifest.name,
+                "target": plan.target,
+                "disk_bytes": plan.image.manifest.source.size,
+                "chunks": r.chunks,
+                "read_bytes": r.read_bytes,
+                "hashed_chunks": r.hashed_chunks,
+                "written_chunks": r.written_chunks,
+                "written_bytes": r.written_bytes,
+                "skipped_chunks": r.skipped_chunks,
+                "elapsed_seconds": r.elapsed_ms as f64 / 1000.0,
+            });
+            if json {
+                emit("result", data);
+            } else {
+                eprintln!(
+                    "restored {:?} onto {}: wrote {} in {} chunks ({} skipped) in {:.1} s ({}/s)",
+                    plan.image.manifest.name,
+                    plan.target.display(),
+                    bytes(r.written_bytes),
+                    r.written_chunks,
+                    r.skipped_chunks,
+                    r.elapsed_ms as f64 / 1000.0,
+                    bytes(rate(r.written_bytes, r.elapsed_ms)),
+                );
+            }
+        }
+        Command::Verify {
+            store,
+            name,
+            against,
+            threads,
+        } => {
+            let req = ops::VerifyRequest {
+                store,
+                name,
+                against,
+                threads,
+            };
+            let r = ops::verify(&req, rep)?;
+            if json {
+                emit(
+                    "result",
+                    json!({
+                        "command": "verify",
+                        "ok": true,
+                        "name": req.name,
+                        "against": req.against,
+                        "chunks": r.chunks,
+                        "read_bytes": r.read_bytes,
+                        "elapsed_seconds": r.elapsed_ms as f64 / 1000.0,
+                    }),
+                );
+            } else {
+                match &req.against {
+                    None => eprintln!(
+                        "image {:?} is intact: {} chunks checked, root hash ok",
+                        req.name, r.chunks
+                    ),
+                    Some(d) => eprintln!(
+                        "{} matches image {:?}: {} chunks compared",
+                        d.display(),
+                        req.name,
+                        r.chunks
+                    ),
+                }
+            }
+        }
+        Command::Images { store } => {
+            let s = ops::list_images(&store)?;
+            if json {
+                emit(
+                    "result",
+                    json!({"command": "images", "ok": true, "store": s}),
+                );
+            } else {
+                print_images(&s);
+            }
+        }
+        Command::Info { store, name } => {
+            let m = ops::image_info(&store, &name)?;
+            if json {
+                emit(
+                    "result",
+                    json!({"command": "info", "ok": true, "manifest": m}),
+                );
+            } else {
+                print_info(&m);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rate(n: u64, ms: u64) -> u64 {
+    (n * 1000).checked_div(ms).unwrap_or(0)
+}
+
+/// Shows what will be destroyed and asks for it to be typed back. Refuses when there
+/// is no terminal to ask on: scripts must say --yes.
+fn confirm(plan: &ops::RestorePlan) -> Result<(), OpsError> {
+    if !std::io::stdin().is_terminal() {
+        return Err(OpsError::Usage(
+            "refusing to restore without confirmation: stdin is not a terminal; pass --yes to \
+             confirm in scripts"
+                .into(),
+        ));
+    }
+    for line in plan.describe() {
+        eprintln!("{line}");
+    }
+    let word = match plan.target_serial() {
+        Some(s) if s.chars().count() >= 4 => {
+            let tail: String = s.chars().skip(s.chars().count() - 4).collect();
+            eprint!("Type the last 4 characters of the target's serial number ({tail}) to overwrite it: ");
+            tail
+        }
+        _ => {
+            eprint!("Type \"yes\" to overwrite {}: ", plan.target.display());
+            "yes".to_string()
+        }
+    };
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if answer.trim() != word {
+        return Err(OpsError::Usage("not confirmed; nothing was written".into()));
+    }
+    Ok(())
+}
+
+fn print_images(s: &ops::StoreSummary) {
+    println!(
+        "store {}: {} images, {} chunks, {} in packs",
+        s.path,
+        s.images.len(),
+        s.chunks,
+        bytes(s.pack_bytes)
+    );
+    if s.images.is_empty() {
+        return;
+    }
+    println!(
+        "{:<24} {:<20} {:>10} {:>10} {:>10}  DESCRIPTION",
+        "NAME", "CREATED", "DISK", "USED", "STORED"
+    );
+    for i in &s.images {
+        match &i.error {
+            Some(e) => println!("{:<24} DAMAGED: {e}", i.name),
+            None => println!(
+                "{:<24} {:<20} {:>10} {:>10} {:>10}  {}",
+                i.name,
+                i.created.as_deref().unwrap_or("-"),
+                bytes(i.source_size.unwrap_or(0)),
+                bytes(i.used_bytes.unwrap_or(0)),
+                bytes(i.stored_bytes.unwrap_or(0)),
+                i.description.as_deref().unwrap_or("")
+            ),
+        }
+    }
+}
+
+fn print_info(m: &imaging::Manifest) {
+    println!("Image:        {}", m.name);
+    if !m.description.is_empty() {
+        println!("Description:  {}", m.description);
+    }
+    println!("Created:      {} by imprint {}", m.created, m.tool_version);
+    println!(
+        "Source:       {} ({} bytes, {}), sectors {}/{} bytes",
+        m.source.path,
+        m.source.size,
+        bytes(m.source.size),
+        m.source.logical_sector_size,
+        m.source.physical_sector_size
+    );
+    if let Some(model) = &m.source.model {
+        println!("Model:        {model}");
+    }
+    if let Some(serial) = &m.source.serial {
+        println!("Serial:       {serial}");
+    }
+    println!(
+        "Data:         {} captured, {} chunks of {} ({} empty), {} stored",
+        bytes(m.stats.captured_bytes),
+        m.stats.chunks,
+        bytes(m.chunk_size as u64),
+        m.stats.zero_chunks,
+        bytes(m.stats.stored_bytes)
+    );
+    println!("Root hash:    {}", m.root_hash);
+}

@@ -1,4 +1,22 @@
 //! Jobs shared by every front end (CLI, TUI, unattended boot): resolving sources and
 //! targets, the safety checks that run before the first write, and running capture,
-//! restore and verify with cleanup on failure. Draws no UI.
+//! restore and verify with cleanup on failure. Draws no UI and never prints: front
+//! ends pass an [`imaging::Sink`].
 #![forbid(unsafe_code)]
+
+mod capture;
+mod error;
+mod layout;
+mod restore;
+mod stores;
+mod verify;
+
+pub use capture::{capture, CaptureRequest};
+pub use error::{exit, OpsError};
+pub use restore::{plan_restore, run_restore, RestorePlan, RestoreRequest};
+pub use stores::{image_info, list_images, ImageSummary, StoreSummary};
+pub use verify::{verify, VerifyRequest};
+
+/// Environment variable naming a path on the medium Imprint booted from; the boot
+/// environment's init sets it so no job can ever write to that disk.
+pub const BOOT_MEDIUM_ENV: &str = "IMPRINT_BOOT_MEDIUM";

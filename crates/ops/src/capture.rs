@@ -1,0 +1,153 @@
+//! Capture job: check the source and the store, plan the extents, run the engine.
+
+use crate::error::OpsError;
+use crate::layout;
+use disks::usage::{DevNum, SysRoot};
+use imaging::{CaptureOptions, CaptureReport, Event, Sink, SourceDisk, Store};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+/// What to capture, where to, under which name.
+#[derive(Debug, Clone)]
+pub struct CaptureRequest {
+    /// Block device or regular file.
+    pub source: PathBuf,
+    /// Store directory (created when missing or empty).
+    pub store: PathBuf,
+    pub name: String,
+    pub description: String,
+    /// zstd level.
+    pub level: i32,
+    /// Chunk size for a store created by this capture.
+    pub chunk_size: u32,
+    /// Capture a source that is mounted (with a warning).
+    pub force: bool,
+    /// Worker threads (0: all cores).
+    pub threads: usize,
+}
+
+/// Runs a capture. Nothing is written to the source, ever; the store gets packs and,
+/// last, the manifest.
+pub fn capture(req: &CaptureRequest, sink: &mut dyn Sink) -> Result<CaptureReport, OpsError> {
+    imaging::format::validate_name(&req.name).map_err(|reason| {
+        OpsError::Usage(format!("invalid image name {:?}: {reason}", req.name))
+    })?;
+    let src = disks::blockdev::open_source(&req.source)?;
+    let size = src.size()?;
+    let (lss, pss) = if src.is_block_device() {
+        (src.logical_sector_size()?, src.physical_sector_size()?)
+    } else {
+        (512, 512)
+    };
+    let (model, serial) = check_source(req, sink)?;
+    let layout = layout::plan(src.file(), size, lss, sink);
+    let store = Store::open_writable(&req.store, req.chunk_size)?;
+    let mut writer = store.writer()?;
+    let opts = CaptureOptions {
+        name: req.name.clone(),
+        description: req.description.clone(),
+        level: req.level,
+        source: SourceDisk {
+            path: req.source.display().to_string(),
+            size,
+            logical_sector_size: lss,
+            physical_sector_size: pss,
+            model,
+            serial,
+        },
+        extents: layout.extents,
+        partition_table: layout.table,
+        partitions: layout.partitions,
+        threads: req.threads,
+    };
+    Ok(imaging::capture(&mut writer, src.file(), opts, sink)?)
+}
+
+/// Refuses a source that contains the store (the image would capture itself being
+/// written) and, without `force`, a source that is mounted. Returns model and serial.
+fn check_source(
+    req: &CaptureRequest,
+    sink: &mut dyn Sink,
+) -> Result<(Option<String>, Option<String>), OpsError> {
+    let root = SysRoot::live();
+    let meta = std::fs::metadata(&req.source).map_err(|source| OpsError::Io {
+        what: "reading",
+        path: req.source.clone(),
+        source,
+    })?;
+    let store_anchor = nearest_existing(&req.store);
+    if meta.file_type().is_file() {
+        let canon = std::fs::canonicalize(&req.source).map_err(|source| OpsError::Io {
+            what: "resolving",
+            path: req.source.clone(),
+            source,
+        })?;
+        if let Ok(store) = std::fs::canonicalize(&req.store) {
+            if canon.starts_with(&store) {
+                return Err(OpsError::Refused(format!(
+                    "refusing to capture {}: it is inside the store {}; capture it from elsewhere",
+                    req.source.display(),
+                    req.store.display()
+                )));
+            }
+        }
+        return Ok((None, None));
+    }
+    if !meta.file_type().is_block_device() {
+        return Err(OpsError::Usage(format!(
+            "{} is neither a block device nor a regular file",
+            req.source.display()
+        )));
+    }
+    let dev = root
+        .block_dev(DevNum::from_dev_t(meta.rdev()))
+        .map_err(|source| OpsError::Io {
+            what: "finding in sysfs",
+            path: req.source.clone(),
+            source,
+        })?;
+    let desc = root.describe(&dev);
+    let holding = root.devices_holding(&store_anchor).unwrap_or_default();
+    let disk = root.whole_disk(&dev).ok();
+    if holding
+        .iter()
+        .any(|h| h.devnum == dev.devnum || disk.as_ref().is_some_and(|d| d.devnum == h.devnum))
+    {
+        return Err(OpsError::Refused(format!(
+            "refusing to capture {desc}: the store {} is on it, so the image would contain itself \
+             half-written; put the store on another disk",
+            req.store.display()
+        )));
+    }
+    let usage = root.usage(&dev).map_err(|source| OpsError::Io {
+        what: "reading mounts of",
+        path: req.source.clone(),
+        source,
+    })?;
+    if let Some(m) = usage.mounts.first() {
+        let msg = format!(
+            "{} is mounted on {}: files changing during capture make an inconsistent image",
+            m.device.display(),
+            m.mountpoint.display()
+        );
+        if !req.force {
+            return Err(OpsError::Refused(format!(
+                "refusing to capture {desc}: {msg}; unmount it, or pass --force to capture anyway"
+            )));
+        }
+        sink.event(Event::Warning(format!("capturing anyway (--force): {msg}")));
+    }
+    Ok((desc.model, desc.serial))
+}
+
+/// `path` if it exists, else its nearest existing ancestor (a store about to be created).
+pub(crate) fn nearest_existing(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    while !p.exists() {
+        match p.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => p = parent.to_path_buf(),
+            _ => return PathBuf::from("."),
+        }
+    }
+    p
+}
