@@ -60,7 +60,16 @@ pub fn capture(req: &CaptureRequest, sink: &mut dyn Sink) -> Result<CaptureRepor
         partitions: layout.partitions,
         threads: req.threads,
     };
-    Ok(imaging::capture(&mut writer, src.file(), opts, sink)?)
+    imaging::capture(&mut writer, src.file(), opts, sink).map_err(|e| {
+        if imaging::capture::is_out_of_space(&e) {
+            OpsError::StoreFull {
+                store: req.store.clone(),
+                source: e,
+            }
+        } else {
+            e.into()
+        }
+    })
 }
 
 /// Refuses a source that contains the store (the image would capture itself being

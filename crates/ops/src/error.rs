@@ -30,6 +30,12 @@ pub enum OpsError {
     /// The engine failed.
     #[error(transparent)]
     Engine(#[from] imaging::Error),
+    /// The store ran out of space during a capture.
+    #[error("the store {} is full ({source}); the unfinished capture was removed and earlier images are intact: free space on it or use a larger store", store.display())]
+    StoreFull {
+        store: std::path::PathBuf,
+        source: imaging::Error,
+    },
     /// A file operation outside the store failed.
     #[error("{what} {}: {source}", path.display())]
     Io {
@@ -52,7 +58,7 @@ impl OpsError {
             OpsError::Usage(_) => exit::USAGE,
             OpsError::Refused(_) | OpsError::Interlock(_) => exit::REFUSED,
             OpsError::Device(disks::blockdev::Error::Busy { .. }) => exit::REFUSED,
-            OpsError::Device(_) | OpsError::Io { .. } => exit::FAILED,
+            OpsError::Device(_) | OpsError::Io { .. } | OpsError::StoreFull { .. } => exit::FAILED,
             OpsError::Engine(e) => engine_exit_code(e),
         }
     }
