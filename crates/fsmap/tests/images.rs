@@ -326,3 +326,120 @@ fn detect_reads_a_partition_inside_a_disk_through_slice() {
     assert_eq!(info.kind, FsKind::Fat16);
     assert_eq!(info.label.as_deref(), Some("INSIDE"));
 }
+
+#[test]
+fn ntfs_copy_of_used_clusters_is_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    let files = make_tree(&tree, 31, 3 << 20);
+    let img = random_image(tmp.path(), "fs.img", 64 * MIB, 37);
+    let ip = img.to_str().unwrap();
+    run("mkntfs", &["-F", "-Q", "-L", "IMPRINTNTFS", ip]);
+    // ntfscp cannot make directories: flatten the tree into the root.
+    let flat = |rel: &str| format!("/{}", rel.replace('/', "_"));
+    for (rel, _) in &files {
+        run(
+            "ntfscp",
+            &[ip, tree.join(rel).to_str().unwrap(), &flat(rel)],
+        );
+    }
+
+    let m = map_of(&img);
+    assert_used_blocks(&m, FsKind::Ntfs);
+    let fs = m.fs.as_ref().unwrap();
+    assert_eq!(fs.label.as_deref(), Some("IMPRINTNTFS"));
+    let tags = blkid(&img);
+    assert_eq!(blkid_get(&tags, "UUID"), fs.uuid);
+    assert_eq!(blkid_get(&tags, "LABEL"), fs.label);
+
+    // partclone.ntfs counts $Bitmap's clusters. We add the backup boot sector, which
+    // lies past the last whole cluster (mkntfs makes the volume one sector shorter
+    // than the partition): one sector more than partclone.
+    let pc = partclone_used("partclone.ntfs", &img);
+    assert_close_to_partclone("ntfs", m.used_bytes, pc, 512);
+    assert!(m.used_bytes >= pc);
+
+    let copy = copy_used(&img, &m.extents);
+    let cp = copy.to_str().unwrap();
+    let fix = run_status("ntfsfix", &["-n", cp]);
+    assert!(
+        fix.status.success(),
+        "ntfsfix -n on the used-only copy failed:\n{}{}",
+        String::from_utf8_lossy(&fix.stdout),
+        String::from_utf8_lossy(&fix.stderr)
+    );
+    for (rel, data) in &files {
+        let out = run("ntfscat", &[cp, &flat(rel)]);
+        assert!(
+            out.stdout == *data,
+            "ntfs: {} differs in the used-only copy",
+            flat(rel)
+        );
+    }
+}
+
+#[test]
+fn exfat_copy_of_used_clusters_is_complete() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    let files: Vec<(String, Vec<u8>)> = make_tree(&tree, 41, 2 << 20)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (_, d))| (format!("FILE{i}.BIN"), d))
+        .collect();
+    let img = random_image(tmp.path(), "fs.img", 64 * MIB, 43);
+    let ip = img.to_str().unwrap();
+    run("mkfs.exfat", &["-L", "IMPEXFAT", ip]);
+    let placed = exfat_fixture::add_files(&img, &files);
+    // The fixture itself must be a valid filesystem, or the proof below means nothing.
+    run("fsck.exfat", &["-n", ip]);
+
+    let m = map_of(&img);
+    assert_used_blocks(&m, FsKind::ExFat);
+    let fs = m.fs.as_ref().unwrap();
+    assert_eq!(fs.label.as_deref(), Some("IMPEXFAT"));
+    let tags = blkid(&img);
+    assert_eq!(blkid_get(&tags, "UUID"), fs.uuid);
+    assert_eq!(blkid_get(&tags, "LABEL"), fs.label);
+
+    // partclone.exfat also counts the alignment gaps before the FAT and before the
+    // cluster heap (mkfs.exfat aligns both to 1 MiB), which hold nothing (spec §3.1.5,
+    // §3.1.7). Everything we count it counts too.
+    let pc = partclone_used("partclone.exfat", &img);
+    eprintln!("exfat: fsmap {} bytes, partclone {pc} bytes", m.used_bytes);
+    assert!(
+        m.used_bytes <= pc,
+        "exfat: {} > partclone {pc}",
+        m.used_bytes
+    );
+    assert!(
+        pc - m.used_bytes <= 2 * MIB,
+        "exfat: partclone {pc}, fsmap {}",
+        m.used_bytes
+    );
+
+    let copy = copy_used(&img, &m.extents);
+    let cp = copy.to_str().unwrap();
+    let fsck = run_status("fsck.exfat", &["-n", cp]);
+    assert!(
+        fsck.status.success(),
+        "fsck.exfat -n on the used-only copy failed:\n{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
+    // No exFAT reader on the host: read each file's clusters where the fixture put them.
+    let c = std::fs::File::open(&copy).unwrap();
+    for p in &placed {
+        let mut got = Vec::new();
+        for &off in &p.clusters {
+            let mut buf = vec![0u8; p.cluster_size as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&c, &mut buf, off).unwrap();
+            got.extend_from_slice(&buf);
+        }
+        got.truncate(p.data.len());
+        assert!(
+            got == p.data,
+            "exfat: {} differs in the used-only copy",
+            p.name
+        );
+    }
+}

@@ -7,6 +7,8 @@
 //! them from .ci/apt-packages.
 #![allow(dead_code)]
 
+pub mod exfat_fixture;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
