@@ -1,0 +1,397 @@
+//! Unattended jobs: mount the store, resolve the disk, run the `imprint` CLI with
+//! `--json`, relay its JSON Lines to the consoles and report one final
+//! `{"type":"imprint-job",...}` line of our own.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::boot;
+use crate::cmdline::{Action, Config, Store};
+use crate::console::Console;
+use crate::probe::{self, SelectError};
+use crate::process::{self, RunError};
+use crate::sys;
+
+pub const IMPRINT: &str = "/usr/bin/imprint";
+pub const STORE_MOUNT: &str = "/run/imprint/store";
+
+/// Exit codes shared with the CLI (docs/BOOT.md): 0 ok, 1 failed, 2 usage, 3 verification
+/// mismatch, 4 target refused.
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+/// Why a job could not start or finish, before the CLI's own report.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("imprint.store={store}: no such filesystem after waiting {waited:?} (is the disk attached?)")]
+    StoreNotFound { store: String, waited: Duration },
+    #[error("mounting store {device} ({fstype}) on {STORE_MOUNT}: {source}")]
+    MountStore {
+        device: String,
+        fstype: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    #[error("{IMPRINT} is missing from this initramfs")]
+    ImprintMissing,
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+impl JobError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            JobError::Select(_) => EXIT_USAGE,
+            _ => EXIT_FAILED,
+        }
+    }
+}
+
+/// The outcome printed as the final JSON line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub action: Option<String>,
+    pub ok: bool,
+    pub exit_code: i32,
+    pub error: Option<String>,
+    pub image: Option<String>,
+    pub disk: Option<String>,
+    pub store: Option<String>,
+    pub seconds: f64,
+    /// The `data` of the CLI's own `{"type":"result"}` line.
+    pub result: Option<Value>,
+}
+
+impl Report {
+    /// A report for a job that never ran because the command line was wrong.
+    pub fn rejected(action: Option<String>, error: String) -> Report {
+        Report {
+            action,
+            ok: false,
+            exit_code: EXIT_USAGE,
+            error: Some(error),
+            image: None,
+            disk: None,
+            store: None,
+            seconds: 0.0,
+            result: None,
+        }
+    }
+
+    /// `{"type":"imprint-job","action":...,"ok":...,"exit_code":...,"error":...}` on one line,
+    /// `type` first like every JSON Lines event of the CLI.
+    pub fn to_json_line(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            r#type: &'static str,
+            action: &'a Option<String>,
+            ok: bool,
+            exit_code: i32,
+            error: &'a Option<String>,
+            image: &'a Option<String>,
+            disk: &'a Option<String>,
+            store: &'a Option<String>,
+            seconds: f64,
+            result: &'a Option<Value>,
+        }
+        let line = Line {
+            r#type: "imprint-job",
+            action: &self.action,
+            ok: self.ok,
+            exit_code: self.exit_code,
+            error: &self.error,
+            image: &self.image,
+            disk: &self.disk,
+            store: &self.store,
+            seconds: (self.seconds * 100.0).round() / 100.0,
+            result: &self.result,
+        };
+        serde_json::to_string(&line).unwrap_or_else(|e| {
+            format!(r#"{{"type":"imprint-job","ok":false,"exit_code":1,"error":"encoding the report: {e}"}}"#)
+        })
+    }
+}
+
+/// Meaning of a CLI exit code, for the error text when the CLI itself gave none.
+fn exit_meaning(code: i32) -> &'static str {
+    match code {
+        1 => "failed",
+        2 => "usage error",
+        3 => "verification mismatch",
+        4 => "target refused",
+        _ => "unexpected exit",
+    }
+}
+
+/// Runs the job the command line asked for. Never panics on bad input; every failure
+/// ends up in the report.
+pub fn run(cfg: &Config, console: &Console) -> Report {
+    let started = Instant::now();
+    let mut report = Report {
+        action: Some(cfg.action.name().to_string()),
+        ok: false,
+        exit_code: EXIT_FAILED,
+        error: None,
+        image: cfg.image.clone(),
+        disk: None,
+        store: Some(cfg.store.to_string()),
+        seconds: 0.0,
+        result: None,
+    };
+    if let Err(e) = run_inner(cfg, console, &mut report) {
+        report.ok = false;
+        report.exit_code = e.exit_code();
+        report.error = Some(e.to_string());
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(), JobError> {
+    if !Path::new(IMPRINT).exists() {
+        return Err(JobError::ImprintMissing);
+    }
+    let deadline = Instant::now() + cfg.wait;
+    let store_dev = wait_for_store(&cfg.store, deadline, cfg.wait)?;
+    let store_disk = probe::parent_disk(&store_dev);
+    let disk = match &cfg.disk {
+        Some(sel) => {
+            let exclude: Vec<String> = store_disk.into_iter().collect();
+            Some(wait_for_disk(sel, &exclude, deadline)?)
+        }
+        None => None,
+    };
+    report.disk = disk.as_ref().map(|d| d.display().to_string());
+    mount_store(&store_dev, cfg.action == Action::Capture)?;
+    console.say(&format!(
+        "imprint: {} image {:?} {} {} (store {} on {})",
+        cfg.action.name(),
+        cfg.image.as_deref().unwrap_or(""),
+        if cfg.action == Action::Capture {
+            "from"
+        } else {
+            "to"
+        },
+        report.disk.as_deref().unwrap_or("-"),
+        cfg.store,
+        store_dev.display(),
+    ));
+
+    let args = cli_args(cfg, disk.as_deref());
+    let mut child = Command::new(IMPRINT)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|source| RunError::Spawn {
+            program: IMPRINT.into(),
+            source,
+        })?;
+    let pid = child.id();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            console.say(&line);
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v.get("type").and_then(Value::as_str) == Some("result") {
+                    report.result = v.get("data").cloned();
+                }
+            }
+        }
+    }
+    let status = process::wait_for(pid).map_err(|source| RunError::Wait {
+        program: IMPRINT.into(),
+        pid,
+        source,
+    })?;
+    sys::sync();
+    let code = process::exit_code(status);
+    report.exit_code = code;
+    report.ok = code == 0;
+    if code != 0 {
+        let from_cli = report.result.as_ref().and_then(|r| {
+            r.get("error").or_else(|| r.get("message")).and_then(|e| {
+                e.as_str()
+                    .map(str::to_string)
+                    .or_else(|| Some(e.to_string()))
+            })
+        });
+        report.error = Some(from_cli.unwrap_or_else(|| {
+            format!(
+                "imprint {} exited with code {code} ({})",
+                cfg.action.name(),
+                exit_meaning(code)
+            )
+        }));
+    }
+    Ok(())
+}
+
+/// The CLI's argument shape (fixed by the CLI's documentation).
+pub fn cli_args(cfg: &Config, disk: Option<&Path>) -> Vec<String> {
+    let name = cfg.image.clone().unwrap_or_default();
+    let disk = disk.map(|d| d.display().to_string());
+    let mut args: Vec<String> = Vec::new();
+    match cfg.action {
+        Action::Capture => {
+            args.extend([
+                "capture".into(),
+                disk.unwrap_or_default(),
+                STORE_MOUNT.into(),
+            ]);
+            args.extend(["--name".into(), name]);
+            if let Some(d) = &cfg.description {
+                args.extend(["--description".into(), d.clone()]);
+            }
+        }
+        Action::Restore => {
+            args.extend(["restore".into(), STORE_MOUNT.into(), name]);
+            args.extend([disk.unwrap_or_default(), "--yes".into()]);
+        }
+        Action::Verify => {
+            args.extend(["verify".into(), STORE_MOUNT.into(), name]);
+            if let Some(d) = disk {
+                args.extend(["--against".into(), d]);
+            }
+        }
+        Action::Shell | Action::Menu => {}
+    }
+    args.push("--json".into());
+    args
+}
+
+fn wait_for_store(store: &Store, deadline: Instant, wait: Duration) -> Result<PathBuf, JobError> {
+    let path = match store {
+        Store::Label(l) => PathBuf::from("/dev/disk/by-label").join(l),
+        Store::Device(p) => p.clone(),
+    };
+    loop {
+        if let Ok(real) = std::fs::canonicalize(&path) {
+            return Ok(real);
+        }
+        if Instant::now() >= deadline {
+            return Err(JobError::StoreNotFound {
+                store: store.to_string(),
+                waited: wait,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        boot::settle(Duration::from_secs(2));
+    }
+}
+
+fn wait_for_disk(
+    selector: &str,
+    exclude: &[String],
+    deadline: Instant,
+) -> Result<PathBuf, JobError> {
+    loop {
+        let disks = probe::list_disks();
+        match probe::select(selector, &disks, exclude) {
+            Ok(d) => return Ok(d.node.clone()),
+            Err(e) if e.may_appear_later() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(500));
+                boot::settle(Duration::from_secs(2));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Mounts the store's filesystem at STORE_MOUNT, read-only unless capturing.
+fn mount_store(device: &Path, writable: bool) -> Result<(), JobError> {
+    let target = Path::new(STORE_MOUNT);
+    let _ = std::fs::create_dir_all(target);
+    let flags = if writable { 0 } else { libc::MS_RDONLY } | libc::MS_NOSUID | libc::MS_NODEV;
+    let dev = device.display().to_string();
+    let candidates: Vec<String> = match probe::fstype_of(device) {
+        Some(t) => vec![if t == "ntfs" { "ntfs3".into() } else { t }],
+        None => ["exfat", "vfat", "ext4", "ntfs3"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let mut last = None;
+    for fstype in &candidates {
+        // The kernel would ask /sbin/modprobe for fs-TYPE itself; loading it first makes
+        // the failure message about the mount, not about a missing module.
+        boot::modprobe(fstype);
+        match sys::mount(&dev, target, fstype, flags, None) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some((fstype.clone(), e)),
+        }
+    }
+    let (fstype, source) = last.expect("at least one candidate filesystem");
+    Err(JobError::MountStore {
+        device: dev,
+        fstype,
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::parse;
+
+    #[test]
+    fn capture_args_follow_the_cli_shape() {
+        let cfg = parse("imprint.action=capture imprint.image=gold imprint.disk=largest imprint.description=\"a b\"").unwrap();
+        assert_eq!(
+            cli_args(&cfg, Some(Path::new("/dev/vda"))),
+            [
+                "capture",
+                "/dev/vda",
+                STORE_MOUNT,
+                "--name",
+                "gold",
+                "--description",
+                "a b",
+                "--json"
+            ]
+        );
+    }
+
+    #[test]
+    fn restore_and_verify_args_follow_the_cli_shape() {
+        let cfg =
+            parse("imprint.action=restore imprint.image=gold imprint.disk=/dev/nvme0n1").unwrap();
+        assert_eq!(
+            cli_args(&cfg, Some(Path::new("/dev/nvme0n1"))),
+            [
+                "restore",
+                STORE_MOUNT,
+                "gold",
+                "/dev/nvme0n1",
+                "--yes",
+                "--json"
+            ]
+        );
+        let cfg = parse("imprint.action=verify imprint.image=gold").unwrap();
+        assert_eq!(
+            cli_args(&cfg, None),
+            ["verify", STORE_MOUNT, "gold", "--json"]
+        );
+    }
+
+    #[test]
+    fn rejected_report_is_one_json_line_with_the_error() {
+        let line = Report::rejected(Some("destroy".into()), "unknown action".into()).to_json_line();
+        assert!(!line.contains('\n'));
+        assert!(
+            line.starts_with(r#"{"type":"imprint-job","action":"destroy","ok":false"#),
+            "{line}"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["type"], "imprint-job");
+        assert_eq!(v["action"], "destroy");
+        assert_eq!(v["ok"], false);
+        assert_eq!(v["exit_code"], EXIT_USAGE);
+        assert_eq!(v["error"], "unknown action");
+    }
+}
