@@ -86,3 +86,22 @@ pub(crate) fn punch_hole(file: &File, start: u64, len: u64) -> io::Result<()> {
         )
     })
 }
+
+/// Waits up to `timeout_ms` for `fd` to become readable (`poll(2)`).
+pub(crate) fn poll_readable(fd: std::os::fd::RawFd, timeout_ms: i32) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd on our stack, count 1; poll only writes `revents`.
+    let n = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(false);
+        }
+        return Err(e);
+    }
+    Ok(n > 0 && pfd.revents & libc::POLLIN != 0)
+}
