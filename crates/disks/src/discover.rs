@@ -468,8 +468,8 @@ fn describe_disk(
         };
         let start = read_num(&part.sysfs, "start").unwrap_or(0) * 512;
         let size = read_num(&part.sysfs, "size").unwrap_or(0) * 512;
-        // Filesystem facts from udev's blkid builtin. Without udev this
-        // stays None: fsmap::detect is not in a committed fsmap yet.
+        // Filesystem facts from udev's blkid builtin; without udev, from
+        // fsmap::detect below.
         partitions.push(DiskPartition {
             node: Some(part.node.clone()),
             index: partition_number(&part).unwrap_or(0),
@@ -519,6 +519,13 @@ fn describe_disk(
         }
     }
     partitions.sort_by_key(|p| p.index);
+    for p in partitions.iter_mut().filter(|p| p.fs_type.is_none()) {
+        if let Some(info) = probe_fs(&dev.node, p) {
+            p.fs_type = Some(info.kind.name().to_owned());
+            p.fs_label = info.label;
+            p.fs_uuid = info.uuid;
+        }
+    }
 
     let queue = sys.join("queue");
     Ok(Disk {
@@ -543,6 +550,43 @@ fn describe_disk(
         source: if props.is_some() { "udev" } else { "sysfs" }.to_owned(),
         missing,
     })
+}
+
+/// A partition's bytes seen through its disk, for a partition the kernel
+/// made no node for.
+struct AtOffset<'a> {
+    file: &'a fs::File,
+    offset: u64,
+    size: u64,
+}
+
+impl fsmap::ReadAt for AtOffset<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if offset.saturating_add(buf.len() as u64) > self.size {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        std::os::unix::fs::FileExt::read_exact_at(self.file, buf, self.offset + offset)
+    }
+}
+
+/// Filesystem kind, label and UUID read from the partition itself; `None`
+/// when unreadable (not root) or unknown.
+fn probe_fs(disk_node: &Path, p: &DiskPartition) -> Option<fsmap::FsInfo> {
+    match &p.node {
+        Some(node) => {
+            let f = fs::File::open(node).ok()?;
+            fsmap::detect(&f, p.size).ok().flatten()
+        }
+        None => {
+            let f = fs::File::open(disk_node).ok()?;
+            let view = AtOffset {
+                file: &f,
+                offset: p.start,
+                size: p.size,
+            };
+            fsmap::detect(&view, p.size).ok().flatten()
+        }
+    }
 }
 
 /// A table a person reads at a glance, one line per disk and per partition:

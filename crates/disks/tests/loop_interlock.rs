@@ -320,3 +320,38 @@ fn blank_loop_device_is_accepted_without_force() {
     // Loop devices support discard by punching holes in the backing file.
     t.discard(0..1 << 20).unwrap();
 }
+
+#[test]
+fn discovery_finds_a_loop_disk_partition_by_its_fs_label() {
+    if !can_run() {
+        return;
+    }
+    let d = LoopDisk::new(64, Some(TWO_PARTS));
+    run("mkfs.ext4", &["-q", "-F", "-L", "IMPRINT", &d.part(1)]);
+    let props = disks::discover::NoProperties;
+    let opts = disks::DiscoverOptions {
+        include_virtual: true,
+        properties: Some(&props),
+        ..Default::default()
+    };
+    let all = disks::discover(&opts).unwrap();
+    let disk = all
+        .iter()
+        .find(|x| x.node == Path::new(&d.node))
+        .expect("loop disk listed with include_virtual");
+    assert_eq!(disk.size, 64 << 20);
+    assert_eq!(disk.partitions.len(), 2);
+    assert_eq!(disk.partitions[0].fs_type.as_deref(), Some("ext4"));
+    // Another test may have made an IMPRINT loop disk too: select among ours.
+    let ours = vec![disk.clone()];
+    let s = disks::select(&ours, &"label:IMPRINT".parse().unwrap()).unwrap();
+    assert_eq!(s.node, Path::new(&d.part(1)));
+    assert!(disks::render_table(&ours).contains("\"IMPRINT\""));
+    // Without include_virtual, loop devices are not listed.
+    let fixed = disks::discover(&disks::DiscoverOptions {
+        properties: Some(&props),
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(fixed.iter().all(|x| !x.name.starts_with("loop")));
+}
