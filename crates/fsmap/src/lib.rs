@@ -222,13 +222,19 @@ pub fn used_map(dev: &dyn ReadAt, size: u64) -> io::Result<UsedMap> {
         Probe::Invalid(reason) => return Ok(whole(None, size, reason)),
         Probe::Found(p) => p,
     };
+    map_parsed(&dev, parsed)
+}
+
+/// Runs the used-block parser behind a probe result.
+fn map_parsed(dev: &Dev, parsed: Parsed) -> io::Result<UsedMap> {
+    let size = dev.size;
     let info = parsed.info().clone();
     let result = match &parsed {
-        Parsed::Ext(sb) => sb.used(&dev),
-        Parsed::Fat(bs) => bs.used(&dev),
-        Parsed::ExFat(bs) => bs.used(&dev),
-        Parsed::Ntfs(bs) => bs.used(&dev),
-        Parsed::Swap(h) => h.used(&dev),
+        Parsed::Ext(sb) => sb.used(dev),
+        Parsed::Fat(bs) => bs.used(dev),
+        Parsed::ExFat(bs) => bs.used(dev),
+        Parsed::Ntfs(bs) => bs.used(dev),
+        Parsed::Swap(h) => h.used(dev),
         Parsed::Other(info) => Err(Fail::Bad(format!(
             "no used-block parser for {}; captured whole",
             info.kind
@@ -254,6 +260,51 @@ pub fn used_map(dev: &dyn ReadAt, size: u64) -> io::Result<UsedMap> {
             };
             Ok(whole(Some(info), size, reason))
         }
+    }
+}
+
+/// Entry points for the cargo-fuzz targets in `fuzz/`: one parser each, skipping the
+/// other probes so the fuzzer spends its time inside that parser. Not API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    fn run(data: &[u8], probe: fn(&Dev) -> Result<Option<Parsed>, Fail>) {
+        let dev = Dev::new(&data, data.len() as u64);
+        if let Ok(Some(p)) = probe(&dev) {
+            let m = map_parsed(&dev, p).expect("in-memory reads do not fail in range");
+            let mut end = 0;
+            for e in &m.extents {
+                assert!(e.len > 0 && e.offset >= end && e.end() <= data.len() as u64);
+                end = e.end() + 1;
+            }
+        }
+    }
+
+    pub fn ext(data: &[u8]) {
+        run(data, |d| Ok(ext::probe(d)?.map(Parsed::Ext)));
+    }
+
+    pub fn fat(data: &[u8]) {
+        run(data, |d| Ok(fat::probe(d)?.map(Parsed::Fat)));
+    }
+
+    pub fn exfat(data: &[u8]) {
+        run(data, |d| Ok(exfat::probe(d)?.map(Parsed::ExFat)));
+    }
+
+    pub fn ntfs(data: &[u8]) {
+        run(data, |d| Ok(ntfs::probe(d)?.map(Parsed::Ntfs)));
+    }
+
+    pub fn swap(data: &[u8]) {
+        run(data, |d| Ok(swap::probe(d)?.map(Parsed::Swap)));
+    }
+
+    /// Everything a caller can reach: detection and dispatch.
+    pub fn any(data: &[u8]) {
+        let _ = detect(&data, data.len() as u64);
+        let _ = used_map(&data, data.len() as u64);
     }
 }
 
