@@ -11,6 +11,7 @@
 # Usage: ./mkimage.sh [--initrd-only]
 #   IMPRINT_USB_MB=1024   size of the USB image in MiB (the store gets what the boot
 #                         partition leaves)
+#   IMPRINT_BIN_DIR=DIR   take imprint-init and imprint from DIR instead of building them
 set -euo pipefail
 cd "$(dirname "$0")"
 TOP=$PWD
@@ -123,15 +124,21 @@ if [ ! -e "$UROOT/.done" ]; then
 fi
 
 # --- our binaries ------------------------------------------------------------------------
-say "building imprint-init and imprint (cargo build --release)"
-cargo build --release --locked -p init >&2 || die "cargo build -p init failed"
 have_cli=1
-if ! cargo build --release --locked -p cli >&2; then
-  say "WARNING: cargo build -p cli failed; the initramfs will have no imprint CLI (jobs will report it missing)"
-  have_cli=0
+if [ -n "${IMPRINT_BIN_DIR:-}" ]; then
+  BIN_DIR=$IMPRINT_BIN_DIR
+  [ -x "$BIN_DIR/imprint-init" ] || die "$BIN_DIR/imprint-init is missing"
+  [ -x "$BIN_DIR/imprint" ] || have_cli=0
+else
+  say "building imprint-init and imprint (cargo build --release)"
+  cargo build --release -p init >&2 || die "cargo build -p init failed"
+  if ! cargo build --release -p cli >&2; then
+    say "WARNING: cargo build -p cli failed; the initramfs will have no imprint CLI (jobs will report it missing)"
+    have_cli=0
+  fi
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  BIN_DIR=${TARGET_DIR:-$TOP/target}/release
 fi
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-TARGET_DIR=${TARGET_DIR:-$TOP/target}
 
 # --- stage the initramfs -----------------------------------------------------------------
 say "staging the initramfs in build/initramfs-root"
@@ -147,9 +154,11 @@ strip_install() { # SRC DEST
   install -D -m 0755 "$1" "$2"
   strip --strip-debug "$2"
 }
-strip_install "$TARGET_DIR/release/imprint-init" "$ROOT/init"
-if [ "$have_cli" = 1 ] && [ -x "$TARGET_DIR/release/imprint" ]; then
-  strip_install "$TARGET_DIR/release/imprint" "$ROOT/usr/bin/imprint"
+strip_install "$BIN_DIR/imprint-init" "$ROOT/init"
+if [ "$have_cli" = 1 ] && [ -x "$BIN_DIR/imprint" ]; then
+  strip_install "$BIN_DIR/imprint" "$ROOT/usr/bin/imprint"
+else
+  say "WARNING: no imprint CLI in the initramfs"
 fi
 
 # busybox: the rescue shell, mount, ip, udhcpc, modprobe (the kernel's request_module

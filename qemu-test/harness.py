@@ -19,6 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+# tests_capture imports `harness`; make that this very module (not a second copy with its
+# own TestFailure class) when run as a script.
+sys.modules.setdefault("harness", sys.modules[__name__])
+
 TOP = Path(__file__).resolve().parent.parent
 DIST = TOP / "dist"
 OUT = TOP / "qemu-test" / "out"
@@ -53,7 +57,10 @@ class VM:
         self.mon_sock = self.dir / "monitor.sock"
         cmd = ["qemu-system-x86_64", "-accel", "tcg", "-m", str(mem), "-smp", "1",
                "-no-reboot", "-display", "none", "-vga", "std",
-               "-chardev", f"socket,id=s0,path={self.serial_sock},server=on,wait=off,logfile={self.log}",
+               # wait=on: QEMU starts the guest only once our reader is connected, so the
+               # log (written by the reader, not by QEMU's logfile=, which duplicates bytes
+               # when the socket is momentarily full) misses nothing.
+               "-chardev", f"socket,id=s0,path={self.serial_sock},server=on,wait=on",
                "-serial", "chardev:s0",
                "-monitor", f"unix:{self.mon_sock},server=on,wait=off"]
         if firmware == "seabios":
@@ -76,9 +83,9 @@ class VM:
         self._connect_serial()
 
     def _connect_serial(self):
-        """Connects to the serial socket and drains it forever in a thread: QEMU writes
-        the console byte by byte, and an unread unix socket fills after ~250 bytes (each
-        byte is one skb), stalling the guest's UART. The logfile keeps the text."""
+        """Connects to the serial socket and copies it to serial.log in a thread: QEMU
+        writes the console byte by byte, and an unread unix socket fills after ~250 bytes
+        (each byte is one skb), stalling the guest's UART."""
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -92,12 +99,19 @@ class VM:
                 time.sleep(0.02)
         self._serial = s
 
+        log = open(self.log, "ab", buffering=0)
+
         def drain():
             try:
-                while s.recv(65536):
-                    pass
+                while True:
+                    data = s.recv(65536)
+                    if not data:
+                        break
+                    log.write(data)
             except OSError:
                 pass
+            finally:
+                log.close()
 
         threading.Thread(target=drain, daemon=True).start()
 

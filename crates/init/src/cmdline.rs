@@ -80,6 +80,9 @@ pub struct Config {
     /// A disk selector (see `select`), unresolved.
     pub disk: Option<String>,
     pub description: Option<String>,
+    /// `imprint.force=1`: restore over a disk that holds partitions or data (lab
+    /// reimaging). Never overrides the other safety rules.
+    pub force: bool,
     pub then: Then,
     pub on_error: Then,
     /// Serial console window size, columns x rows.
@@ -98,6 +101,7 @@ impl Default for Config {
             image: None,
             disk: None,
             description: None,
+            force: false,
             then: Then::Menu,
             on_error: Then::Menu,
             console_size: (80, 25),
@@ -119,15 +123,17 @@ pub enum CmdlineError {
     UnsupportedStore(String),
     #[error("imprint.console={0}: expected COLSxROWS, e.g. 120x40")]
     BadConsoleSize(String),
+    #[error("imprint.force={0}: expected 0 or 1")]
+    BadForce(String),
     #[error("imprint.wait={0}: expected a number of seconds")]
     BadWait(String),
     #[error("imprint.image=NAME is required for imprint.action={0}")]
     MissingImage(&'static str),
     #[error("imprint.disk=SELECTOR is required for imprint.action={0}")]
     MissingDisk(&'static str),
-    #[error("imprint.image={0}: not a valid image name (letters, digits, '.', '_', '-'; 1-100 characters)")]
+    #[error("imprint.image={0}: not a valid image name (1-100 characters, none of / \\ : * ? \" < > |, not starting with '.')")]
     BadImageName(String),
-    #[error("{0}: unknown imprint parameter (known: imprint.action, .store, .image, .disk, .description, .then, .onerror, .console, .wait)")]
+    #[error("{0}: unknown imprint parameter (known: imprint.action, .store, .image, .disk, .description, .force, .then, .onerror, .console, .wait)")]
     UnknownKey(String),
     #[error("{0} given twice")]
     Duplicate(String),
@@ -216,6 +222,13 @@ pub fn parse(line: &str) -> Result<Config, CmdlineError> {
             }
             "disk" => cfg.disk = Some(value).filter(|v| !v.is_empty()),
             "description" => cfg.description = Some(value),
+            "force" => {
+                cfg.force = match value.as_str() {
+                    "1" | "yes" | "true" | "" => true,
+                    "0" | "no" | "false" => false,
+                    _ => return Err(CmdlineError::BadForce(value)),
+                }
+            }
             "console" => {
                 cfg.console_size = parse_size(&value).ok_or(CmdlineError::BadConsoleSize(value))?
             }
@@ -269,13 +282,14 @@ fn parse_size(value: &str) -> Option<(u16, u16)> {
     (c >= 20 && r >= 5).then_some((c, r))
 }
 
-/// Image names become file names in the store, so only portable characters are allowed.
+/// Image names become file names in the store: the CLI's rule (no path or reserved
+/// characters), checked here too so a typo fails before any disk is touched.
 pub fn valid_image_name(name: &str) -> bool {
-    (1..=100).contains(&name.len())
+    (1..=100).contains(&name.chars().count())
         && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !name
+            .chars()
+            .any(|c| c.is_control() || "/\\:*?\"<>|".contains(c))
 }
 
 #[cfg(test)]
@@ -352,6 +366,15 @@ mod tests {
             parse("imprint.action=verify imprint.image=../etc").unwrap_err(),
             CmdlineError::BadImageName(_)
         ));
+    }
+
+    #[test]
+    fn quoted_image_name_with_spaces_and_force() {
+        let cfg = parse(r#"imprint.action=restore imprint.image="lab pc 3" imprint.disk=largest imprint.force=1"#)
+            .unwrap();
+        assert_eq!(cfg.image.as_deref(), Some("lab pc 3"));
+        assert!(cfg.force);
+        assert!(parse("imprint.force=maybe").is_err());
     }
 
     #[test]

@@ -253,6 +253,9 @@ pub fn cli_args(cfg: &Config, disk: Option<&Path>) -> Vec<String> {
         Action::Restore => {
             args.extend(["restore".into(), STORE_MOUNT.into(), name]);
             args.extend([disk.unwrap_or_default(), "--yes".into()]);
+            if cfg.force {
+                args.push("--force".into());
+            }
         }
         Action::Verify => {
             args.extend(["verify".into(), STORE_MOUNT.into(), name]);
