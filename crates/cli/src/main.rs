@@ -29,8 +29,9 @@ struct Cli {
 enum Command {
     /// Capture a disk (or disk image file) into a store.
     Capture {
-        /// Block device or regular file to read.
-        source: PathBuf,
+        /// Disk to read: a block device, a disk selector (serial:…, by-id:…, largest, …)
+        /// or a regular file.
+        source: String,
         /// Store directory (created when missing or empty).
         store: PathBuf,
         /// Image name (letters, digits, spaces, - _ . and the like; no / \ : * ? " < > |).
@@ -58,8 +59,9 @@ enum Command {
         store: PathBuf,
         /// Image name.
         name: String,
-        /// Block device, existing file, or a new file (created at the image's size).
-        target: PathBuf,
+        /// Disk to write: a block device, a disk selector (serial:…, by-id:…, …), an
+        /// existing file, or a new file (created at the image's size).
+        target: String,
         /// Do not ask for confirmation (required when stdin is not a terminal).
         #[arg(long)]
         yes: bool,
@@ -67,6 +69,14 @@ enum Command {
         /// other safety rules (mounted, swap, store or boot disk, sector size, size).
         #[arg(long)]
         force: bool,
+        /// On a larger target, extend the last partition to the end of the disk and grow
+        /// its filesystem (ext2/3/4 with resize2fs, NTFS with ntfsresize).
+        #[arg(long)]
+        grow_last: bool,
+        /// Restore only partition N of the image, into partition N of TARGET (or into
+        /// TARGET when it is a partition device); nothing else is touched.
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
         /// Worker threads (default: all cores).
         #[arg(long, default_value_t = 0, hide = true)]
         threads: usize,
@@ -75,17 +85,23 @@ enum Command {
     Verify {
         store: PathBuf,
         name: String,
-        /// Compare this disk (or file) with the image.
+        /// Compare this disk (device, selector or file) with the image.
         #[arg(long)]
-        against: Option<PathBuf>,
+        against: Option<String>,
         /// Worker threads (default: all cores).
         #[arg(long, default_value_t = 0, hide = true)]
         threads: usize,
     },
     /// List the images in a store.
     Images { store: PathBuf },
-    /// Show one image's details.
+    /// Show one image's details and partition table.
     Info { store: PathBuf, name: String },
+    /// List the disks of this machine, what they hold and what uses them.
+    Disks {
+        /// Also list loop, ram, optical and similar devices.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 fn main() {
@@ -133,6 +149,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Verify { .. } => "verify",
         Command::Images { .. } => "images",
         Command::Info { .. } => "info",
+        Command::Disks { .. } => "disks",
     }
 }
 
@@ -150,7 +167,7 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
             threads,
         } => {
             let req = ops::CaptureRequest {
-                source,
+                source: ops::resolve_device(&source)?,
                 store,
                 name,
                 description,
@@ -203,13 +220,17 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
             target,
             yes,
             force,
+            grow_last,
+            partition,
             threads,
         } => {
             let req = ops::RestoreRequest {
                 store,
                 name,
-                target,
+                target: ops::resolve_device(&target)?,
                 force,
+                grow_last,
+                partition,
                 threads,
             };
             let plan = ops::plan_restore(&req)?;
@@ -230,10 +251,16 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 "written_bytes": r.written_bytes,
                 "skipped_chunks": r.skipped_chunks,
                 "elapsed_seconds": r.elapsed_ms as f64 / 1000.0,
+                "partition": req.partition,
+                "relocated": r.relocated,
+                "grown": r.grown,
             });
             if json {
                 emit("result", data);
             } else {
+                if let Some(g) = &r.grown {
+                    eprintln!("{}", g.message);
+                }
                 eprintln!(
                     "restored {:?} onto {}: wrote {} in {} chunks ({} skipped) in {:.1} s ({}/s)",
                     plan.image.manifest.name,
@@ -255,7 +282,7 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
             let req = ops::VerifyRequest {
                 store,
                 name,
-                against,
+                against: against.as_deref().map(ops::resolve_device).transpose()?,
                 threads,
             };
             let r = ops::verify(&req, rep)?;
@@ -296,6 +323,17 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 );
             } else {
                 print_images(&s);
+            }
+        }
+        Command::Disks { all } => {
+            let disks = ops::list_disks(all)?;
+            if json {
+                emit(
+                    "result",
+                    json!({"command": "disks", "ok": true, "disks": disks}),
+                );
+            } else {
+                print!("{}", disks::discover::render_table(&disks));
             }
         }
         Command::Info { store, name } => {
@@ -410,4 +448,65 @@ fn print_info(m: &imaging::Manifest) {
         bytes(m.stats.stored_bytes)
     );
     println!("Root hash:    {}", m.root_hash);
+    print_partitions(m);
+}
+
+/// The partition table as `fdisk -l` shows it: index, start, end and size in sectors,
+/// size, type, filesystem, label, used bytes and how it was captured.
+fn print_partitions(m: &imaging::Manifest) {
+    let parts: Vec<ops::PartitionRecord> = m
+        .partitions
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    let table = m
+        .partition_table
+        .as_ref()
+        .and_then(|t| t.get("kind"))
+        .and_then(|k| k.as_str())
+        .unwrap_or("none");
+    let ss = u64::from(m.source.logical_sector_size.max(1));
+    println!();
+    println!(
+        "Partition table: {}   sector size {} bytes   {} sectors",
+        if table == "none" { "none" } else { table },
+        ss,
+        m.source.size / ss
+    );
+    if parts.is_empty() {
+        return;
+    }
+    println!(
+        "{:>3} {:>10} {:>10} {:>10} {:>9}  {:<20} {:<7} {:<12} {:>9}  CAPTURE",
+        "#", "START", "END", "SECTORS", "SIZE", "TYPE", "FS", "LABEL", "USED"
+    );
+    for p in &parts {
+        let start = p.part.start / ss;
+        let sectors = p.part.size / ss;
+        println!(
+            "{:>3} {:>10} {:>10} {:>10} {:>9}  {:<20} {:<7} {:<12} {:>9}  {}",
+            p.part.index,
+            start,
+            (start + sectors).saturating_sub(1),
+            sectors,
+            bytes(p.part.size),
+            truncate(&p.part.type_name, 20),
+            p.filesystem.as_deref().unwrap_or("-"),
+            truncate(p.label.as_deref().unwrap_or("-"), 12),
+            bytes(p.used_bytes),
+            match p.captured {
+                ops::Captured::UsedBlocks => "used blocks".to_string(),
+                ops::Captured::Whole =>
+                    format!("whole ({})", p.reason.as_deref().unwrap_or("no parser")),
+            }
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        s.chars().take(n - 1).chain(['…']).collect()
+    }
 }

@@ -72,7 +72,10 @@ pub fn capture(
     let extents = normalize(opts.extents.clone(), disk_size);
     let indices: Vec<u64> = chunks_of(&extents, chunk_size).collect();
     let mut progress = Progress {
-        total_bytes: total(&extents),
+        total_bytes: indices
+            .iter()
+            .map(|&i| chunk_range(i, chunk_size, disk_size).len)
+            .sum(),
         total_chunks: indices.len() as u64,
         ..Default::default()
     };
@@ -97,24 +100,26 @@ pub fn capture(
             for &idx in &indices {
                 let window = chunk_range(idx, chunk_size, disk_size);
                 let mut buf = Vec::with_capacity(chunk_size as usize);
-                read_masked(source, ext, window, &mut buf).map_err(|source| Error::ReadSource {
-                    offset: window.offset,
-                    source,
+                let read = read_masked(source, ext, window, &mut buf).map_err(|source| {
+                    Error::ReadSource {
+                        offset: window.offset,
+                        source,
+                    }
                 })?;
-                if !emit((idx, buf)) {
+                if !emit((idx, buf, read)) {
                     break;
                 }
             }
             Ok(())
         },
-        |(idx, buf): (u64, Vec<u8>)| -> Result<(Hashed, u64)> {
+        |(idx, buf, read): (u64, Vec<u8>, u64)| -> Result<(Hashed, u64, u64)> {
             let n = buf.len() as u64;
             if is_zero(&buf) {
-                return Ok((Hashed::Zero(idx), n));
+                return Ok((Hashed::Zero(idx), n, read));
             }
             let id = *blake3::hash(&buf).as_bytes();
             if store.contains(&id) {
-                return Ok((Hashed::Known(idx, id), n));
+                return Ok((Hashed::Known(idx, id), n, read));
             }
             let compressed = zstd::bulk::compress(&buf, level).map_err(|e| Error::Io {
                 what: "compressing chunk for",
@@ -125,14 +130,15 @@ pub fn capture(
                 (
                     Hashed::New(idx, id, Encoding::Zstd, n as u32, compressed),
                     n,
+                    read,
                 )
             } else {
-                (Hashed::New(idx, id, Encoding::Raw, n as u32, buf), n)
+                (Hashed::New(idx, id, Encoding::Raw, n as u32, buf), n, read)
             })
         },
         |item| {
-            let (h, n) = item?;
-            read_bytes += n;
+            let (h, n, read) = item?;
+            read_bytes += read;
             match h {
                 Hashed::Zero(idx) => {
                     zero_chunks += 1;

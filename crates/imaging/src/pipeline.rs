@@ -61,18 +61,18 @@ where
 
 /// Reads chunk `window` of `src` as capture sees it: bytes inside `extents` from the
 /// source, every other byte zero. One read spans the first to the last covered byte
-/// (large reads beat many small ones), then the gaps are zeroed.
+/// (large reads beat many small ones), then the gaps are zeroed. Returns the bytes read.
 pub fn read_masked(
     src: &dyn ReadAt,
     extents: &[Extent],
     window: Extent,
     buf: &mut Vec<u8>,
-) -> std::io::Result<()> {
+) -> std::io::Result<u64> {
     buf.clear();
     buf.resize(window.len as usize, 0);
     let pieces: Vec<Extent> = clip(extents, window).collect();
     let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
-        return Ok(());
+        return Ok(0);
     };
     let lo = (first.offset - window.offset) as usize;
     let hi = (last.end() - window.offset) as usize;
@@ -83,7 +83,7 @@ pub fn read_masked(
         buf[pos..start].fill(0);
         pos = (p.end() - window.offset) as usize;
     }
-    Ok(())
+    Ok((hi - lo) as u64)
 }
 
 /// The chunk indices that intersect normalized `extents`, in order.

@@ -23,6 +23,9 @@ pub struct RestoreOptions {
     pub deferred: Vec<Extent>,
     /// Only bytes inside this range are written (one partition); None: the whole image.
     pub window: Option<Extent>,
+    /// Where the window's first byte goes on the target (one partition restored into a
+    /// partition that starts elsewhere); None: at the same offset as on the source.
+    pub dest_offset: Option<u64>,
     /// The target is known to read as zeros (a file just created), so all-zero chunks
     /// need no write.
     pub target_is_zeroed: bool,
@@ -35,6 +38,7 @@ impl Default for RestoreOptions {
         RestoreOptions {
             deferred: vec![FIRST_MIB],
             window: None,
+            dest_offset: None,
             target_is_zeroed: false,
             threads: 0,
         }
@@ -73,22 +77,22 @@ pub fn restore(
 ) -> Result<RestoreReport> {
     let started = Instant::now();
     let map = &image.map;
-    let need = match opts.window {
-        Some(w) => w.end(),
-        None => map.disk_size,
+    let window = opts.window.unwrap_or(Extent::new(0, map.disk_size));
+    let place = Placement {
+        from: window.offset,
+        to: opts.dest_offset.unwrap_or(window.offset),
     };
+    let need = place.at(window.end());
     if target_size < need {
         return Err(Error::TargetTooSmall {
             need,
             have: target_size,
         });
     }
-    let window = opts.window.unwrap_or(Extent::new(0, map.disk_size));
     let deferred: Vec<Extent> = opts
         .deferred
         .iter()
         .filter_map(|d| d.intersect(&window))
-        .filter_map(|d| d.intersect(&Extent::new(0, target_size)))
         .collect();
 
     // Zero the table areas before anything else: from here until the very end a power
@@ -96,7 +100,7 @@ pub fn restore(
     sink.event(Event::Phase("clearing partition table areas"));
     let wipe = |target: &dyn WriteAt| -> Result<()> {
         for d in &deferred {
-            write_zeros(target, *d)?;
+            write_zeros(target, place.extent(*d))?;
         }
         target
             .sync()
@@ -104,7 +108,9 @@ pub fn restore(
     };
     wipe(target)?;
 
-    let outcome = restore_chunks(store, image, target, window, &deferred, opts, sink, started);
+    let outcome = restore_chunks(
+        store, image, target, window, place, &deferred, opts, sink, started,
+    );
     match outcome {
         Ok(report) => Ok(report),
         Err(Error::Cancelled) => {
@@ -132,6 +138,7 @@ fn restore_chunks(
     image: &Image,
     target: &dyn WriteAt,
     window: Extent,
+    place: Placement,
     deferred: &[Extent],
     opts: &RestoreOptions,
     sink: &mut dyn Sink,
@@ -216,7 +223,7 @@ fn restore_chunks(
                 report.skipped_chunks += 1;
                 progress.skipped_chunks += 1;
             } else {
-                write_chunk(target, range, part, data.as_deref())?;
+                write_chunk(target, place, range, part, data.as_deref())?;
                 report.written_chunks += 1;
                 report.written_bytes += part.len;
                 progress.written_chunks += 1;
@@ -242,7 +249,7 @@ fn restore_chunks(
     held.sort_by_key(|(r, _)| r.offset);
     for (range, data) in &held {
         if let Some(part) = range.intersect(&window) {
-            write_chunk(target, *range, part, data.as_deref())?;
+            write_chunk(target, place, *range, part, data.as_deref())?;
             report.written_chunks += 1;
             report.written_bytes += part.len;
         }
@@ -256,9 +263,26 @@ fn restore_chunks(
     Ok(report)
 }
 
+/// Maps image offsets inside the window to target offsets.
+#[derive(Debug, Clone, Copy)]
+struct Placement {
+    from: u64,
+    to: u64,
+}
+
+impl Placement {
+    fn at(&self, image_offset: u64) -> u64 {
+        image_offset - self.from + self.to
+    }
+    fn extent(&self, e: Extent) -> Extent {
+        Extent::new(self.at(e.offset), e.len)
+    }
+}
+
 /// Writes the part `part` of chunk `range`; `data` None means zeros.
 fn write_chunk(
     target: &dyn WriteAt,
+    place: Placement,
     range: Extent,
     part: Extent,
     data: Option<&[u8]>,
@@ -267,14 +291,12 @@ fn write_chunk(
         Some(d) => {
             let lo = (part.offset - range.offset) as usize;
             let hi = lo + part.len as usize;
+            let at = place.at(part.offset);
             target
-                .write_all_at(&d[lo..hi], part.offset)
-                .map_err(|source| Error::WriteTarget {
-                    offset: part.offset,
-                    source,
-                })
+                .write_all_at(&d[lo..hi], at)
+                .map_err(|source| Error::WriteTarget { offset: at, source })
         }
-        None => write_zeros(target, part),
+        None => write_zeros(target, place.extent(part)),
     }
 }
 

@@ -18,6 +18,9 @@ pub enum OpsError {
     /// The request itself is wrong (bad name, missing confirmation).
     #[error("{0}")]
     Usage(String),
+    /// Something failed that has no more specific kind.
+    #[error("{0}")]
+    Failed(String),
     /// A safety rule refused the target (or the source) before anything was written.
     #[error("{0}")]
     Refused(String),
@@ -58,7 +61,10 @@ impl OpsError {
             OpsError::Usage(_) => exit::USAGE,
             OpsError::Refused(_) | OpsError::Interlock(_) => exit::REFUSED,
             OpsError::Device(disks::blockdev::Error::Busy { .. }) => exit::REFUSED,
-            OpsError::Device(_) | OpsError::Io { .. } | OpsError::StoreFull { .. } => exit::FAILED,
+            OpsError::Device(_)
+            | OpsError::Io { .. }
+            | OpsError::StoreFull { .. }
+            | OpsError::Failed(_) => exit::FAILED,
             OpsError::Engine(e) => engine_exit_code(e),
         }
     }

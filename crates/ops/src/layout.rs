@@ -1,8 +1,38 @@
-//! What of a disk to capture: the extents, and the partition table and partitions as
-//! the manifest records them.
+//! What of a disk to capture: the partition-table areas in full, each partition's used
+//! blocks as its filesystem's own metadata says (`fsmap`), unknown partitions whole.
+//! Also what the manifest records about the table and each partition (FORMAT.md §5.2).
 
-use imaging::{Extent, Sink};
+use disks::table::{read_table, table_areas, PartitionTable, TableKind};
+use fsmap::{Method, Slice};
+use imaging::{Event, Extent, Sink};
+use serde::{Deserialize, Serialize};
 use std::fs::File;
+
+/// How a partition was captured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Captured {
+    /// Only the blocks its filesystem marks used.
+    UsedBlocks,
+    /// Every byte (all-zero chunks elided), because no parser vouched for less.
+    Whole,
+}
+
+/// A partition as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    #[serde(flatten)]
+    pub part: disks::table::Partition,
+    /// `ext4`, `fat32`, `ntfs`, ... or null when unrecognized.
+    pub filesystem: Option<String>,
+    pub label: Option<String>,
+    pub uuid: Option<String>,
+    /// Bytes the capture reads for this partition.
+    pub used_bytes: u64,
+    pub captured: Captured,
+    /// Why it was captured whole.
+    pub reason: Option<String>,
+}
 
 /// The capture plan of a disk.
 #[derive(Debug, Clone, Default)]
@@ -12,11 +42,141 @@ pub struct Layout {
     pub partitions: Vec<serde_json::Value>,
 }
 
-/// Plans the capture of a disk of `size` bytes: for now the whole address space
-/// (all-zero chunks are elided by the engine).
-pub fn plan(_disk: &File, size: u64, _sector_size: u32, _sink: &mut dyn Sink) -> Layout {
+/// Plans the capture of a disk of `size` bytes with `sector_size`-byte logical sectors.
+/// Never fails: anything it cannot read is captured whole, with a warning saying why.
+pub fn plan(disk: &File, size: u64, sector_size: u32, sink: &mut dyn Sink) -> Layout {
+    let mut reader = disk;
+    let table = match read_table(&mut reader, size, sector_size) {
+        Ok(t) => t,
+        Err(e) => {
+            sink.event(Event::Warning(format!(
+                "the partition table cannot be read ({e}); capturing the whole disk"
+            )));
+            return whole(size);
+        }
+    };
+    for w in &table.warnings {
+        sink.event(Event::Warning(w.clone()));
+    }
+    if table.kind == TableKind::None {
+        // No table: a filesystem on the whole disk ("superfloppy"), or unknown content.
+        let (extents, rec) = partition_extents(disk, 0, size, None, sink);
+        let mut layout = Layout {
+            extents,
+            ..Default::default()
+        };
+        if rec.filesystem.is_some() {
+            layout.partitions = vec![serde_json::to_value(&rec).unwrap_or_default()];
+        }
+        return layout;
+    }
+    let mut extents: Vec<Extent> = table_areas(&table, size)
+        .into_iter()
+        .map(|(o, l, _)| Extent::new(o, l))
+        .collect();
+    let mut partitions = Vec::new();
+    for p in &table.partitions {
+        let (ext, rec) = partition_extents(disk, p.start, p.size, Some(p.clone()), sink);
+        extents.extend(ext);
+        partitions.push(serde_json::to_value(&rec).unwrap_or_default());
+    }
+    Layout {
+        extents,
+        table: serde_json::to_value(&table).ok(),
+        partitions,
+    }
+}
+
+fn whole(size: u64) -> Layout {
     Layout {
         extents: vec![Extent::new(0, size)],
         ..Default::default()
     }
+}
+
+/// The extents (disk offsets) to capture for one partition, and its manifest record.
+fn partition_extents(
+    disk: &File,
+    start: u64,
+    len: u64,
+    part: Option<disks::table::Partition>,
+    sink: &mut dyn Sink,
+) -> (Vec<Extent>, PartitionRecord) {
+    let label = part
+        .as_ref()
+        .map(|p| format!("partition {}", p.index))
+        .unwrap_or_else(|| "the disk".into());
+    let slice = Slice::new(disk, start, len);
+    let map = fsmap::used_map(&slice, len);
+    let part = part.unwrap_or(disks::table::Partition {
+        index: 0,
+        start,
+        size: len,
+        type_id: String::new(),
+        type_name: "whole disk".into(),
+        part_guid: None,
+        name: None,
+        attributes: 0,
+        bootable: false,
+        logical: false,
+    });
+    match map {
+        Ok(m) => {
+            let (captured, reason) = match &m.method {
+                Method::UsedBlocks => (Captured::UsedBlocks, None),
+                Method::Whole { reason } => {
+                    sink.event(Event::Warning(format!(
+                        "{label} is captured whole: {reason}"
+                    )));
+                    (Captured::Whole, Some(reason.clone()))
+                }
+            };
+            let extents = m
+                .extents
+                .iter()
+                .map(|e| Extent::new(start + e.offset, e.len))
+                .collect();
+            let rec = PartitionRecord {
+                part,
+                filesystem: m.fs.as_ref().map(|f| f.kind.name().to_string()),
+                label: m.fs.as_ref().and_then(|f| f.label.clone()),
+                uuid: m.fs.as_ref().and_then(|f| f.uuid.clone()),
+                used_bytes: m.used_bytes,
+                captured,
+                reason,
+            };
+            (extents, rec)
+        }
+        Err(e) => {
+            let reason = format!("reading its metadata failed: {e}");
+            sink.event(Event::Warning(format!(
+                "{label} is captured whole: {reason}"
+            )));
+            let rec = PartitionRecord {
+                part,
+                filesystem: None,
+                label: None,
+                uuid: None,
+                used_bytes: len,
+                captured: Captured::Whole,
+                reason: Some(reason),
+            };
+            (vec![Extent::new(start, len)], rec)
+        }
+    }
+}
+
+/// The partition table recorded in a manifest, if any.
+pub fn recorded_table(m: &imaging::Manifest) -> Option<PartitionTable> {
+    m.partition_table
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The partitions recorded in a manifest.
+pub fn recorded_partitions(m: &imaging::Manifest) -> Vec<PartitionRecord> {
+    m.partitions
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect()
 }

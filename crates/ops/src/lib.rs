@@ -5,15 +5,23 @@
 #![forbid(unsafe_code)]
 
 mod capture;
+mod devices;
 mod error;
+mod grow;
 mod layout;
 mod restore;
 mod stores;
 mod verify;
 
 pub use capture::{capture, CaptureRequest};
+pub use devices::{list_disks, resolve_device};
 pub use error::{exit, OpsError};
-pub use restore::{plan_restore, run_restore, RestorePlan, RestoreRequest};
+pub use grow::GrowOutcome;
+pub use layout::{Captured, PartitionRecord};
+pub use restore::{
+    plan_restore, required_size, run_restore, PartitionPlan, RestoreOutcome, RestorePlan,
+    RestoreRequest,
+};
 pub use stores::{image_info, list_images, ImageSummary, StoreSummary};
 pub use verify::{verify, VerifyRequest};
 

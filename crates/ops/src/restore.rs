@@ -1,10 +1,20 @@
 //! Restore job in two steps so every front end can show what will be destroyed and
 //! ask before anything is written: [`plan_restore`] checks everything and writes
 //! nothing; [`run_restore`] writes.
+//!
+//! Whole disk: onto the same size, a larger disk (the backup GPT moves to the new end;
+//! `grow_last` extends the last partition and its filesystem) or a smaller one (when
+//! every partition ends before its last usable sector). One partition: into the
+//! target disk's partition of the same number, or into a partition device.
 
 use crate::error::OpsError;
+use crate::grow::{grow_filesystem, GrowOutcome};
+use crate::layout::{recorded_partitions, recorded_table, PartitionRecord};
 use disks::interlock::{check_write_target, CheckOptions, Protected, TargetFacts};
+use disks::table::{read_table, relocate_gpt, PartitionTable, Relocated, TableKind};
+use disks::usage::{human_size, DevNum, SysRoot};
 use imaging::{Event, Extent, Image, RestoreOptions, RestoreReport, Sink, Store, FIRST_MIB};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 /// What to restore where.
@@ -16,8 +26,23 @@ pub struct RestoreRequest {
     pub target: PathBuf,
     /// Overwrite a target that carries partitions or data (never overrides other rules).
     pub force: bool,
+    /// Extend the last partition (and its filesystem) to the end of a larger target.
+    pub grow_last: bool,
+    /// Restore only this partition (1-based, as in `imprint info`).
+    pub partition: Option<u32>,
     /// Worker threads (0: all cores).
     pub threads: usize,
+}
+
+/// Where one partition goes.
+#[derive(Debug, Clone)]
+pub struct PartitionPlan {
+    /// The partition in the image.
+    pub source: PartitionRecord,
+    /// Byte offset on the target where it starts.
+    pub dest_offset: u64,
+    /// Size of the target partition.
+    pub dest_size: u64,
 }
 
 /// A checked restore, ready to run.
@@ -28,7 +53,29 @@ pub struct RestorePlan {
     pub target: PathBuf,
     /// What the checks learnt about an existing target; None for a file to create.
     pub facts: Option<TargetFacts>,
+    /// Bytes of the target that will be used (may be less than the image's disk).
+    pub target_size: u64,
+    pub grow_last: bool,
+    /// Set for a one-partition restore.
+    pub partition: Option<PartitionPlan>,
     pub threads: usize,
+}
+
+/// What a restore did, beyond the engine's counts.
+#[derive(Debug, Clone)]
+pub struct RestoreOutcome {
+    pub report: RestoreReport,
+    /// How the partition table was fitted to a target of another size.
+    pub relocated: Option<Relocated>,
+    /// What happened to the last partition's filesystem with `grow_last`.
+    pub grown: Option<GrowOutcome>,
+}
+
+impl std::ops::Deref for RestoreOutcome {
+    type Target = RestoreReport;
+    fn deref(&self) -> &RestoreReport {
+        &self.report
+    }
 }
 
 impl RestorePlan {
@@ -39,19 +86,36 @@ impl RestorePlan {
         let mut v = vec![format!(
             "Image:  {} ({}, captured {} from {})",
             m.name,
-            disks::usage::human_size(m.source.size),
+            human_size(m.source.size),
             m.created,
             m.source.path
         )];
+        if let Some(pp) = &self.partition {
+            v.push(format!(
+                "Part:   partition {} ({}) of the image, {}",
+                pp.source.part.index,
+                pp.source
+                    .filesystem
+                    .as_deref()
+                    .unwrap_or("unknown filesystem"),
+                human_size(pp.source.part.size)
+            ));
+        }
         match &self.facts {
             None => v.push(format!(
                 "Target: new file {} of {}",
                 self.target.display(),
-                disks::usage::human_size(m.source.size)
+                human_size(m.source.size)
             )),
             Some(f) => {
                 v.push(format!("Target: {}", f.desc));
-                if f.carries_data.is_empty() {
+                if let Some(pp) = &self.partition {
+                    v.push(format!(
+                        "        THE PARTITION AT BYTE {} ({}) WILL BE OVERWRITTEN; nothing else is touched",
+                        pp.dest_offset,
+                        human_size(pp.dest_size)
+                    ));
+                } else if f.carries_data.is_empty() {
                     v.push("        holds no partition table or data that Imprint can see".into());
                 } else {
                     v.push(format!(
@@ -70,6 +134,33 @@ impl RestorePlan {
     }
 }
 
+/// Bytes a whole-disk target must have: the end of the last partition plus the backup
+/// GPT, or the whole image disk when it has no partition table.
+pub fn required_size(image: &Image) -> u64 {
+    let m = &image.manifest;
+    let Some(t) = recorded_table(m) else {
+        return m.source.size;
+    };
+    if t.kind == TableKind::None {
+        return m.source.size;
+    }
+    let ss = u64::from(t.sector_size);
+    let last_end = t
+        .partitions
+        .iter()
+        .map(|p| p.end())
+        .chain(t.extended.map(|(s, l)| s + l))
+        .chain(t.ebrs.iter().map(|e| e + ss))
+        .max()
+        .unwrap_or(ss);
+    let backup = t
+        .gpt
+        .as_ref()
+        .map(|g| (g.entries_sectors(t.sector_size) + 1) * ss)
+        .unwrap_or(0);
+    (last_end + backup).min(m.source.size)
+}
+
 /// Every check that must pass before the first write: the store and image are valid,
 /// the target is not busy, not the store's or boot medium's disk, has the image's
 /// sector size, and is large enough. Writes nothing.
@@ -81,36 +172,157 @@ pub fn plan_restore(req: &RestoreRequest) -> Result<RestorePlan, OpsError> {
     if let Some(p) = std::env::var_os(crate::BOOT_MEDIUM_ENV) {
         protected.push(Protected::boot_medium(Path::new(&p)));
     }
-    let facts = if req.target.exists() || req.target.is_symlink() {
+    if let Some(n) = req.partition {
+        return plan_partition(req, store, image, n, &protected);
+    }
+    let need = required_size(&image);
+    let exists = req.target.exists() || req.target.is_symlink();
+    let facts = if exists {
         let f = check_write_target(
             &req.target,
             &protected,
             &CheckOptions {
                 force: req.force,
                 image_logical_sector_size: Some(m.source.logical_sector_size),
-                min_size: Some(m.source.size),
+                min_size: Some(need),
                 root: None,
             },
         )?;
-        if f.size < m.source.size {
-            return Err(OpsError::Refused(format!(
-                "refusing to write {}: it has {} bytes but the image needs {} (rule: the target must \
-                 hold the image); use a larger target",
-                f.desc, f.size, m.source.size
-            )));
+        if f.size < need {
+            return Err(too_small(&f.desc.to_string(), need, f.size, &image));
         }
         Some(f)
     } else {
         check_new_file(&req.target, &protected)?;
         None
     };
+    let target_size = facts.as_ref().map_or(m.source.size, |f| f.size);
     Ok(RestorePlan {
         store,
-        image,
         target: req.target.clone(),
         facts,
+        target_size,
+        grow_last: req.grow_last,
+        partition: None,
         threads: req.threads,
+        image,
     })
+}
+
+fn too_small(what: &str, need: u64, have: u64, image: &Image) -> OpsError {
+    let m = &image.manifest;
+    OpsError::Refused(format!(
+        "refusing to write {what}: it has {have} bytes ({}) but the image's partitions need {need} \
+         bytes ({}; the source disk was {}) (rule: every partition must end before the target's \
+         last usable sector); use a larger target",
+        human_size(have),
+        human_size(need),
+        human_size(m.source.size)
+    ))
+}
+
+/// A one-partition restore: the target is a whole disk (or disk image file) with a
+/// partition of that number, or a partition device (or a file standing for one).
+fn plan_partition(
+    req: &RestoreRequest,
+    store: Store,
+    image: Image,
+    n: u32,
+    protected: &[Protected],
+) -> Result<RestorePlan, OpsError> {
+    let parts = recorded_partitions(&image.manifest);
+    let Some(src) = parts.iter().find(|p| p.part.index == n).cloned() else {
+        let have: Vec<String> = parts.iter().map(|p| p.part.index.to_string()).collect();
+        return Err(OpsError::Usage(format!(
+            "image {:?} has no partition {n}; it has: {}",
+            image.manifest.name,
+            if have.is_empty() {
+                "none".into()
+            } else {
+                have.join(", ")
+            }
+        )));
+    };
+    if !(req.target.exists() || req.target.is_symlink()) {
+        return Err(OpsError::Usage(format!(
+            "{} does not exist; a partition restore needs an existing disk or partition",
+            req.target.display()
+        )));
+    }
+    // Overwriting the chosen partition is the request itself; the confirmation names it.
+    let facts = check_write_target(
+        &req.target,
+        protected,
+        &CheckOptions {
+            force: true,
+            image_logical_sector_size: None,
+            min_size: None,
+            root: None,
+        },
+    )?;
+    let (dest_offset, dest_size) = if is_partition_device(&req.target) {
+        (0, facts.size)
+    } else {
+        let f = std::fs::File::open(&req.target).map_err(|source| OpsError::Io {
+            what: "opening",
+            path: req.target.clone(),
+            source,
+        })?;
+        let mut r = &f;
+        match read_table(&mut r, facts.size, facts.logical_sector_size) {
+            Ok(t) if t.kind != TableKind::None => {
+                let Some(p) = t.partitions.iter().find(|p| p.index == n) else {
+                    return Err(OpsError::Refused(format!(
+                        "refusing to write {}: it has no partition {n} (it has {}); restore the whole disk first, or name a partition device",
+                        facts.desc,
+                        t.partitions.iter().map(|p| p.index.to_string()).collect::<Vec<_>>().join(", ")
+                    )));
+                };
+                (p.start, p.size)
+            }
+            // A file with no table stands for the partition itself.
+            _ if !facts.is_block_device => (0, facts.size),
+            _ => {
+                return Err(OpsError::Refused(format!(
+                    "refusing to write {}: it has no partition table, so it has no partition {n}",
+                    facts.desc
+                )))
+            }
+        }
+    };
+    if dest_size < src.part.size {
+        return Err(OpsError::Refused(format!(
+            "refusing to write partition {n} of {}: it has {dest_size} bytes ({}) but the image's partition {n} has {} ({}) (rule: the target partition must be at least as large); use a larger partition",
+            facts.desc,
+            human_size(dest_size),
+            src.part.size,
+            human_size(src.part.size)
+        )));
+    }
+    Ok(RestorePlan {
+        store,
+        target: req.target.clone(),
+        target_size: facts.size,
+        facts: Some(facts),
+        grow_last: false,
+        partition: Some(PartitionPlan {
+            source: src,
+            dest_offset,
+            dest_size,
+        }),
+        threads: req.threads,
+        image,
+    })
+}
+
+fn is_partition_device(path: &Path) -> bool {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return false;
+    };
+    meta.file_type().is_block_device()
+        && SysRoot::live()
+            .block_dev(DevNum::from_dev_t(meta.rdev()))
+            .is_ok_and(|d| d.is_partition)
 }
 
 /// A target file that does not exist yet: its directory must exist and must not be
@@ -120,6 +332,12 @@ fn check_new_file(target: &Path, protected: &[Protected]) -> Result<(), OpsError
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
+    if target.to_string_lossy().starts_with("/dev/") {
+        return Err(OpsError::Usage(format!(
+            "{} does not exist: no such disk (list disks with `imprint disks`)",
+            target.display()
+        )));
+    }
     let canon = std::fs::canonicalize(parent).map_err(|_| {
         OpsError::Usage(format!(
             "{} does not exist, and neither does its directory {}: name an existing disk, or a file in an existing directory",
@@ -127,12 +345,6 @@ fn check_new_file(target: &Path, protected: &[Protected]) -> Result<(), OpsError
             parent.display()
         ))
     })?;
-    if target.to_string_lossy().starts_with("/dev/") {
-        return Err(OpsError::Usage(format!(
-            "{} does not exist: no such disk (list disks with `imprint disks`)",
-            target.display()
-        )));
-    }
     for p in protected {
         if let Ok(pc) = std::fs::canonicalize(&p.path) {
             if canon.starts_with(&pc) {
@@ -149,7 +361,7 @@ fn check_new_file(target: &Path, protected: &[Protected]) -> Result<(), OpsError
 }
 
 /// Runs a checked restore. On failure the engine has zeroed the table areas.
-pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreReport, OpsError> {
+pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreOutcome, OpsError> {
     let m = &plan.image.manifest;
     let created = plan.facts.is_none();
     if created {
@@ -170,17 +382,45 @@ pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreRep
     }
     let target = disks::blockdev::open_target(&plan.target)?;
     let size = target.size()?;
-    let disk = m.source.size;
-    // The backup GPT lives in the last 33 sectors; deferring the last MiB covers it for
-    // any sector size and costs nothing when the disk has none.
-    let tail = Extent::new(disk.saturating_sub(FIRST_MIB.len), FIRST_MIB.len.min(disk));
-    let opts = RestoreOptions {
-        deferred: vec![FIRST_MIB, tail],
-        window: None,
-        target_is_zeroed: created,
-        threads: plan.threads,
+    let opts = match &plan.partition {
+        Some(pp) => {
+            let p = &pp.source.part;
+            RestoreOptions {
+                // The partition's first MiB holds its filesystem's superblock or boot
+                // sector: zeroed first, written last, so a half-restored partition
+                // never mounts.
+                deferred: vec![Extent::new(p.start, p.size.min(FIRST_MIB.len))],
+                window: Some(Extent::new(p.start, p.size)),
+                dest_offset: Some(pp.dest_offset),
+                target_is_zeroed: false,
+                threads: plan.threads,
+            }
+        }
+        None => {
+            let disk = m.source.size.min(size);
+            // The backup GPT lives in the last sectors; deferring the last MiB covers
+            // it for any sector size and costs nothing when the disk has none.
+            let tail = Extent::new(disk.saturating_sub(FIRST_MIB.len), FIRST_MIB.len.min(disk));
+            RestoreOptions {
+                deferred: vec![FIRST_MIB, tail],
+                window: Some(Extent::new(0, disk)),
+                dest_offset: None,
+                target_is_zeroed: created,
+                threads: plan.threads,
+            }
+        }
     };
     let report = imaging::restore(&plan.store, &plan.image, target.file(), size, &opts, sink)?;
+    let mut outcome = RestoreOutcome {
+        report,
+        relocated: None,
+        grown: None,
+    };
+    if plan.partition.is_none() {
+        if let Some(table) = recorded_table(m) {
+            fit_table(plan, &table, &target, size, sink, &mut outcome)?;
+        }
+    }
     if target.is_block_device() {
         if let Err(e) = target.reread_partition_table() {
             sink.event(Event::Warning(format!(
@@ -190,7 +430,94 @@ pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreRep
         }
         settle_udev();
     }
-    Ok(report)
+    drop(target);
+    if let (Some(rel), true) = (&outcome.relocated, plan.grow_last) {
+        if let Some((index, _, new_size)) = rel.grown {
+            outcome.grown = Some(grow_last_filesystem(plan, index, new_size, sink));
+        }
+    }
+    Ok(outcome)
+}
+
+/// Fits the restored table to a target of another size: GPT backup to the new end,
+/// optionally the last partition grown. On failure the table is wiped like any failed
+/// restore, so the disk cannot boot half-fitted.
+fn fit_table(
+    plan: &RestorePlan,
+    table: &PartitionTable,
+    target: &disks::blockdev::Target,
+    size: u64,
+    sink: &mut dyn Sink,
+    outcome: &mut RestoreOutcome,
+) -> Result<(), OpsError> {
+    let m = &plan.image.manifest;
+    let resize = size != m.source.size && table.kind == TableKind::Gpt;
+    if !(resize || (plan.grow_last && table.kind != TableKind::None)) {
+        if plan.grow_last {
+            sink.event(Event::Warning(
+                "--grow-last: the image has no partition table; nothing to grow".into(),
+            ));
+        }
+        return Ok(());
+    }
+    sink.event(Event::Phase("fitting the partition table to the disk"));
+    let mut dev = target.file();
+    match relocate_gpt(
+        &mut dev,
+        m.source.size,
+        size,
+        table.sector_size,
+        plan.grow_last,
+    ) {
+        Ok(rel) => {
+            let _ = target.file().sync_all();
+            if plan.grow_last && rel.grown.is_none() {
+                sink.event(Event::Warning(
+                    "--grow-last: the last partition already ends at the end of the disk".into(),
+                ));
+            }
+            outcome.relocated = Some(rel);
+            Ok(())
+        }
+        Err(e) => {
+            let wiped = imaging::io::WriteAt::write_all_at(target.file(), &[0u8; 1 << 16], 0)
+                .and_then(|_| target.file().sync_all())
+                .is_ok();
+            Err(OpsError::Refused(format!(
+                "the data was restored but fitting the partition table to {} failed: {e}; {}",
+                plan.target.display(),
+                if wiped {
+                    "the partition table was wiped so the disk cannot boot half-fitted"
+                } else {
+                    "WARNING: the partition table could not be wiped"
+                }
+            )))
+        }
+    }
+}
+
+fn grow_last_filesystem(
+    plan: &RestorePlan,
+    index: u32,
+    new_size: u64,
+    sink: &mut dyn Sink,
+) -> GrowOutcome {
+    let parts = recorded_partitions(&plan.image.manifest);
+    let Some(rec) = parts.iter().find(|p| p.part.index == index) else {
+        return GrowOutcome::not_grown(index, "the image records no partition with that number");
+    };
+    sink.event(Event::Phase("growing the last filesystem"));
+    let out = grow_filesystem(
+        &plan.target,
+        rec.part.start,
+        new_size,
+        rec.filesystem.as_deref(),
+        index,
+    );
+    if !out.grown {
+        sink.event(Event::Warning(out.message.clone()));
+    }
+    out
 }
 
 /// Waits for udev to create the new partitions' device nodes, when udev runs.
