@@ -154,9 +154,11 @@ pub(crate) fn probe(dev: &Dev) -> Result<Option<Superblock>, Fail> {
         blocks_count > first_data_block,
         "block count {blocks_count} is too small"
     );
-    // A group's block bitmap is one block, so it can describe at most 8 * block_size.
+    // A group's block bitmap is one block, so it can describe at most 8 * block_size;
+    // mke2fs refuses fewer than 256 per group, and the floor bounds the per-group work
+    // (one bitmap block read per 256+ blocks) on hostile input.
     ensure!(
-        blocks_per_group >= 8 && blocks_per_group <= 8 * block_size && blocks_per_group % 8 == 0,
+        blocks_per_group >= 256 && blocks_per_group <= 8 * block_size && blocks_per_group % 8 == 0,
         "{blocks_per_group} blocks per group with {block_size}-byte blocks"
     );
     ensure!(
