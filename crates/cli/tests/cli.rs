@@ -259,7 +259,7 @@ fn bad_input_is_refused_before_any_write() {
     let small_before = vec![0x11u8; 32 * MIB];
     std::fs::write(&small, &small_before).unwrap();
     let o = imprint(&["restore", p(&store), "img", p(&small), "--yes"]);
-    assert_refused(&o, 4, &["needs", "larger"], &small, &small_before);
+    assert_refused(&o, 4, &["need", "bytes", "larger"], &small, &small_before);
 
     // Without --yes and without a terminal nothing happens.
     let o = imprint(&["restore", p(&store), "img", tgt]);
