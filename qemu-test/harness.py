@@ -347,7 +347,7 @@ def test_bad_selector(ctx):
                          "-device", "usb-storage,bus=xhci.0,drive=st,serial=STICK"]
     bad_cmdline(ctx, "bad-selector",
                 "imprint.action=restore imprint.image=lab imprint.disk=serial:NO-SUCH-DISK imprint.wait=3",
-                r"no disk matches.*ONLY-DISK", extra)
+                r"(?s)no disk matches.*ONLY-DISK", extra)
 
 
 def test_missing_store(ctx):

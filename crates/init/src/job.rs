@@ -12,7 +12,7 @@ use serde_json::Value;
 use crate::boot;
 use crate::cmdline::{Action, Config, Store};
 use crate::console::Console;
-use crate::probe::{self, SelectError};
+use crate::probe;
 use crate::process::{self, RunError};
 use crate::sys;
 
@@ -36,8 +36,9 @@ pub enum JobError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Select(#[from] SelectError),
+    /// A disk selector that picked no disk or several (the text lists the disks).
+    #[error("imprint.disk={selector}: {message}")]
+    Select { selector: String, message: String },
     #[error("{IMPRINT} is missing from this initramfs")]
     ImprintMissing,
     #[error(transparent)]
@@ -47,7 +48,7 @@ pub enum JobError {
 impl JobError {
     fn exit_code(&self) -> i32 {
         match self {
-            JobError::Select(_) => EXIT_USAGE,
+            JobError::Select { .. } => EXIT_USAGE,
             _ => EXIT_FAILED,
         }
     }
@@ -289,20 +290,59 @@ fn wait_for_store(store: &Store, deadline: Instant, wait: Duration) -> Result<Pa
     }
 }
 
+/// One attempt at resolving a disk selector.
+enum Pick {
+    Found(PathBuf),
+    /// Nothing matches yet; a late disk may still appear.
+    NotYet(String),
+    Failed(String),
+}
+
+/// Resolves with `disks::select` (the selectors every front end shares); `model:` and
+/// `bus:`, which it does not know, fall back to this crate's probe.
+fn pick(selector: &str, exclude: &[String]) -> Pick {
+    use disks::select::SelectError as E;
+    if let Ok(sel) = selector.parse::<disks::Selector>() {
+        let list = match disks::discover(&disks::DiscoverOptions::default()) {
+            Ok(list) => list,
+            Err(e) => return Pick::NotYet(format!("listing disks: {e}")),
+        };
+        return match disks::select(&list, &sel) {
+            Ok(s) => Pick::Found(s.node),
+            Err(e @ E::NoMatch { .. }) => Pick::NotYet(e.to_string()),
+            Err(e) => Pick::Failed(e.to_string()),
+        };
+    }
+    let list = probe::list_disks();
+    match probe::select(selector, &list, exclude) {
+        Ok(d) => Pick::Found(d.node.clone()),
+        Err(e) if e.may_appear_later() => Pick::NotYet(e.to_string()),
+        Err(e) => Pick::Failed(e.to_string()),
+    }
+}
+
 fn wait_for_disk(
     selector: &str,
     exclude: &[String],
     deadline: Instant,
 ) -> Result<PathBuf, JobError> {
+    let fail = |message: String| JobError::Select {
+        selector: selector.to_string(),
+        // probe's messages already name the parameter.
+        message: message
+            .strip_prefix(&format!("imprint.disk={selector}: "))
+            .map(str::to_string)
+            .unwrap_or(message),
+    };
     loop {
-        let disks = probe::list_disks();
-        match probe::select(selector, &disks, exclude) {
-            Ok(d) => return Ok(d.node.clone()),
-            Err(e) if e.may_appear_later() && Instant::now() < deadline => {
+        match pick(selector, exclude) {
+            Pick::Found(node) => return Ok(node),
+            Pick::NotYet(m) if Instant::now() >= deadline => return Err(fail(m)),
+            Pick::NotYet(_) => {
                 std::thread::sleep(Duration::from_millis(500));
                 boot::settle(Duration::from_secs(2));
             }
-            Err(e) => return Err(e.into()),
+            Pick::Failed(m) => return Err(fail(m)),
         }
     }
 }
