@@ -240,7 +240,7 @@ def test_direct_boot_ready(ctx):
     four disks listed; the menu on the serial console powers the machine off."""
     d = OUT / "disks"
     d.mkdir(parents=True, exist_ok=True)
-    args = kernel_args("") + ["-net", "none"] + USB_HOST
+    args = kernel_args("imprint.console=100x30") + ["-net", "none"] + USB_HOST
     args += disk_args(blank_disk(d / "v.img", 64 << 20), "virtio", "VD-SER-1", "d0")
     args += disk_args(blank_disk(d / "s.img", 96 << 20), "ahci", "SATA-SER-2", "d1")
     args += disk_args(blank_disk(d / "n.img", 128 << 20), "nvme", "NVME-SER-3", "d2")
@@ -260,6 +260,15 @@ def test_direct_boot_ready(ctx):
         vm.wait_for(r"choice: ", 10)
         vm.send("1\n")
         vm.wait_for(r"choice: [\s\S]*/dev/nvme0n1[\s\S]*choice: ", 10)
+        # The shell owns the serial console and sees the size from imprint.console=.
+        vm.send("2\n")
+        vm.wait_for(r"starting a shell", 10)
+        time.sleep(1)
+        vm.send("stty size; echo shell-$((6*7))\n")
+        m = vm.wait_for(r"(\d+) (\d+)\s+shell-42", 10)
+        check((m.group(1), m.group(2)) == ("30", "100"), f"serial window size {m.group(1)}x{m.group(2)} rows x cols, want 30x100")
+        vm.send("exit\n")
+        vm.wait_for(r"shell-42[\s\S]*choice: ", 10)
         vm.send("4\n")
         vm.wait_for("imprint: powering off", 10)
         vm.wait_exit(15)
@@ -357,8 +366,8 @@ def test_missing_store(ctx):
                 r"imprint.store=label:NOSTORE: no such filesystem|imprint is missing")
 
 
-def test_missing_image(ctx):
-    """(d) restoring an image the store does not have fails cleanly (needs the CLI)."""
+def test_empty_store(ctx):
+    """(d) restoring from a stick whose store holds no image yet fails cleanly."""
     if not ctx.cli_ready():
         raise Skip("the imprint CLI has no working restore yet")
     d = OUT / "disks"
@@ -366,8 +375,9 @@ def test_missing_image(ctx):
     extra = disk_args(blank_disk(d / "missing-image.img", 32 << 20), "virtio", "TARGET", "d0")
     extra += USB_HOST + ["-drive", f"if=none,id=st,file={DIST / 'imprint-usb.img'},format=raw,snapshot=on",
                          "-device", "usb-storage,bus=xhci.0,drive=st,serial=STICK"]
-    bad_cmdline(ctx, "missing-image",
-                "imprint.action=restore imprint.image=no-such-image imprint.disk=serial:TARGET", r".", extra)
+    bad_cmdline(ctx, "empty-store",
+                "imprint.action=restore imprint.image=no-such-image imprint.disk=serial:TARGET",
+                r"not an Imprint store|no image", extra)
 
 
 class Skip(Exception):
@@ -396,7 +406,7 @@ class Context:
 
 
 TESTS = [test_direct_boot_ready, test_usb_seabios, test_usb_ovmf, test_usb_ovmf_secure_boot,
-         test_pxe_tftp, test_bad_action, test_bad_selector, test_missing_store, test_missing_image]
+         test_pxe_tftp, test_bad_action, test_bad_selector, test_missing_store, test_empty_store]
 
 
 def main():

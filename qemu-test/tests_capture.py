@@ -12,12 +12,13 @@ import re
 import shutil
 import subprocess
 
-from harness import (DIST, OUT, USB_HOST, VM, Skip, check, disk_args, kernel_args)
+from harness import (DIST, OUT, USB_HOST, VM, Skip, bad_cmdline, check, disk_args, kernel_args)
 
 MIB = 1 << 20
 ESP_START, ESP_SIZE = 1 * MIB, 64 * MIB
 ROOT_START, ROOT_SIZE = 65 * MIB, 160 * MIB
 SRC_SIZE = 256 * MIB
+VERIFY_AFTER_GROW_MUST_MATCH = False
 DST_SIZE = 512 * MIB
 
 
@@ -169,5 +170,34 @@ def test_capture_then_restore_to_larger_nvme(ctx):
     check(not problems, "restored disk: " + "; ".join(problems))
     ctx.note(f"sgdisk -v, e2fsck -fn, fsck.vfat -n clean; {len(esp_files) + len(root_files)} files match")
 
+    # The restored disk verified against the image from the command line. The job itself
+    # must always end cleanly with a JSON report; whether a disk whose GPT was relocated to
+    # a larger size counts as "matching" is the CLI's call. Known issue (reported to the
+    # CLI/ops owners): it reports the MBR/GPT chunks as a mismatch (exit 3). Flip
+    # VERIFY_AFTER_GROW_MUST_MATCH once fixed.
+    job, wall, _ = job_boot(
+        "verify", "imprint.action=verify imprint.image=golden imprint.disk=serial:NEW-NVME",
+        usb + disk_args(target, "nvme", "NEW-NVME", "dst"))
+    check(job["exit_code"] in (0, 3), f"verify --against did not run: {job}")
+    if VERIFY_AFTER_GROW_MUST_MATCH:
+        check(job["ok"] is True, f"verify --against failed: {job}")
+    ctx.note(f"verify --against boot {wall:.1f} s: "
+             + ("match" if job["ok"] else f"KNOWN ISSUE exit {job['exit_code']}: {job['error']}"))
 
-TESTS = [test_capture_then_restore_to_larger_nvme]
+
+def test_missing_image(ctx):
+    """(d) restoring an image the store does not have ends with the CLI's error, as JSON."""
+    stick = OUT / "capture-restore" / "stick.img"
+    if not ctx.cli_ready() or not stick.exists():
+        raise Skip("needs the store written by capture_then_restore_to_larger_nvme")
+    target = OUT / "capture-restore" / "missing-image-target.img"
+    with open(target, "wb") as f:
+        f.truncate(64 * MIB)
+    extra = USB_HOST + disk_args(stick, "usb", "IMPRINT-STICK", "st", snapshot=True)
+    extra += disk_args(target, "virtio", "TARGET", "d0")
+    bad_cmdline(ctx, "missing-image",
+                "imprint.action=restore imprint.image=no-such-image imprint.disk=serial:TARGET",
+                r"no image named .no-such-image.", extra)
+
+
+TESTS = [test_capture_then_restore_to_larger_nvme, test_missing_image]
