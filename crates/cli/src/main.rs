@@ -77,6 +77,17 @@ enum Command {
         /// TARGET when it is a partition device); nothing else is touched.
         #[arg(long, value_name = "N")]
         partition: Option<u32>,
+        /// Write every chunk. By default a target that already carries the image's
+        /// partition layout (or an interrupted restore of it) gets a delta restore:
+        /// chunks it already holds are compared by hash and not rewritten.
+        #[arg(long)]
+        full: bool,
+        /// Write zeros over blocks the image does not use (default: leave them).
+        #[arg(long, conflicts_with = "discard_unused")]
+        zero_unused: bool,
+        /// Discard blocks the image does not use (TRIM on SSDs; holes in files).
+        #[arg(long)]
+        discard_unused: bool,
         /// Worker threads (default: all cores).
         #[arg(long, default_value_t = 0, hide = true)]
         threads: usize,
@@ -222,6 +233,9 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
             force,
             grow_last,
             partition,
+            full,
+            zero_unused,
+            discard_unused,
             threads,
         } => {
             let req = ops::RestoreRequest {
@@ -231,6 +245,14 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 force,
                 grow_last,
                 partition,
+                full,
+                unused: if discard_unused {
+                    ops::Unused::Discard
+                } else if zero_unused {
+                    ops::Unused::Zero
+                } else {
+                    ops::Unused::Leave
+                },
                 threads,
             };
             let plan = ops::plan_restore(&req)?;
@@ -250,6 +272,13 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 "written_chunks": r.written_chunks,
                 "written_bytes": r.written_bytes,
                 "skipped_chunks": r.skipped_chunks,
+                "unchanged_chunks": r.unchanged_chunks,
+                "table_chunks": r.table_chunks,
+                "target_read_bytes": r.target_read_bytes,
+                "delta": r.delta,
+                "delta_reason": r.delta_reason,
+                "unused": req.unused,
+                "unused_bytes": r.unused_bytes,
                 "elapsed_seconds": r.elapsed_ms as f64 / 1000.0,
                 "partition": req.partition,
                 "relocated": r.relocated,
@@ -262,14 +291,20 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                     eprintln!("{}", g.message);
                 }
                 eprintln!(
-                    "restored {:?} onto {}: wrote {} in {} chunks ({} skipped) in {:.1} s ({}/s)",
+                    "restored {:?} onto {} in {:.1} s: {} chunks; read {} from the store, hashed {}; wrote {} chunks ({}, {}/s, {} of them table areas); skipped {} unchanged (delta, {} of the target compared) and {} empty",
                     plan.image.manifest.name,
                     plan.target.display(),
-                    bytes(r.written_bytes),
-                    r.written_chunks,
-                    r.skipped_chunks,
                     r.elapsed_ms as f64 / 1000.0,
+                    r.chunks,
+                    bytes(r.read_bytes),
+                    r.hashed_chunks,
+                    r.written_chunks,
+                    bytes(r.written_bytes),
                     bytes(rate(r.written_bytes, r.elapsed_ms)),
+                    r.table_chunks,
+                    r.unchanged_chunks,
+                    bytes(r.target_read_bytes),
+                    r.skipped_chunks,
                 );
             }
         }

@@ -22,7 +22,9 @@ pub use extent::Extent;
 pub use format::{ChunkId, Manifest, SourceDisk, DEFAULT_CHUNK_SIZE, FORMAT_VERSION};
 pub use io::{MemDisk, ReadAt, WriteAt};
 pub use pipeline::{chunks_of, default_threads, read_masked};
-pub use restore::{restore, RestoreOptions, RestoreReport, FIRST_MIB};
+pub use restore::{
+    has_resume_marker, restore, ReadWriteAt, RestoreOptions, RestoreReport, FIRST_MIB,
+};
 pub use sink::{Event, NullSink, Progress, Sink, VecSink};
 pub use store::{Image, Store, StoreWriter};
 pub use verify::{verify_against, verify_image, VerifyReport};

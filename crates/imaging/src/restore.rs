@@ -2,24 +2,36 @@
 //! table areas are zeroed first, every other chunk is verified then written, the
 //! table areas are written last, then fsync. On failure the table areas are zeroed
 //! again so a half-written disk can never boot (DESIGN.md "Restore").
+//!
+//! Delta restore: before a chunk is written, the target's bytes at that place are read,
+//! masked as capture masked the source, and hashed; an equal chunk is not written (nor
+//! even read from the store). Reading and hashing run on the worker threads, in
+//! parallel with other chunks' decompression. A resume marker (FORMAT.md §8) written
+//! into the zeroed tail area tells a rerun that this target holds a half-finished
+//! restore of this image, so the rerun can be a delta restore that writes only what is
+//! missing.
 
 use crate::error::{Error, Result};
-use crate::extent::Extent;
+use crate::extent::{clip, Extent};
 use crate::format::*;
-use crate::io::WriteAt;
-use crate::pipeline::run;
+use crate::io::{is_zero, ReadAt, WriteAt};
+use crate::pipeline::{read_masked, run};
 use crate::sink::{Event, Progress, Sink};
-use crate::store::{Image, Location, Store};
+use crate::store::{Image, Store};
 use std::time::Instant;
 
 /// The first MiB: MBR, GPT header and entries, and the boot loader gap.
 pub const FIRST_MIB: Extent = Extent::new(0, 1 << 20);
 
+/// A disk that can be read and written at offsets (delta restore reads the target).
+pub trait ReadWriteAt: ReadAt + WriteAt {}
+impl<T: ReadAt + WriteAt + ?Sized> ReadWriteAt for T {}
+
 /// How to restore.
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     /// Ranges written last (and zeroed first, and zeroed again on failure): the first
-    /// MiB and the backup GPT for a whole-disk restore; nothing for one partition.
+    /// MiB and the backup GPT for a whole-disk restore; a partition's first MiB.
     pub deferred: Vec<Extent>,
     /// Only bytes inside this range are written (one partition); None: the whole image.
     pub window: Option<Extent>,
@@ -29,7 +41,12 @@ pub struct RestoreOptions {
     /// The target is known to read as zeros (a file just created), so all-zero chunks
     /// need no write.
     pub target_is_zeroed: bool,
-    /// Worker threads (0: all cores).
+    /// Skip chunks the target already holds (compared masked, by hash).
+    pub delta: bool,
+    /// Image offset (inside a deferred range) where the resume marker is kept while the
+    /// restore runs; None: no marker.
+    pub marker_at: Option<u64>,
+    /// Worker threads (0: twice the cores: workers also wait on reads).
     pub threads: usize,
 }
 
@@ -40,6 +57,8 @@ impl Default for RestoreOptions {
             window: None,
             dest_offset: None,
             target_is_zeroed: false,
+            delta: false,
+            marker_at: None,
             threads: 0,
         }
     }
@@ -54,23 +73,51 @@ pub struct RestoreReport {
     pub read_bytes: u64,
     /// Chunks decompressed and hashed.
     pub hashed_chunks: u64,
+    /// Chunks written, and their bytes (table-area chunks included).
     pub written_chunks: u64,
     pub written_bytes: u64,
+    /// Of the written chunks, those in the table areas (always rewritten).
+    pub table_chunks: u64,
     /// All-zero chunks not written because the target already reads as zeros.
     pub skipped_chunks: u64,
+    /// Delta: chunks not written because the target already held them.
+    pub unchanged_chunks: u64,
+    /// Delta: bytes read from the target to compare.
+    pub target_read_bytes: u64,
     pub elapsed_ms: u64,
 }
 
-enum Work {
-    Zero(u64),
-    Stored(u64, ChunkId, Location, Vec<u8>),
+/// The resume marker: says "a restore of the image with this root hash is in progress
+/// here" (FORMAT.md §8). It is not a partition table or boot sector.
+pub fn resume_marker(image: &Image) -> Vec<u8> {
+    format!(
+        "IMPRINT RESTORE IN PROGRESS\nimage={}\nroot={}\n",
+        image.manifest.name, image.manifest.root_hash
+    )
+    .into_bytes()
+}
+
+/// True when `target` carries the resume marker of `image` at `at`.
+pub fn has_resume_marker(target: &dyn ReadAt, image: &Image, at: u64) -> bool {
+    let want = resume_marker(image);
+    let mut got = vec![0u8; want.len()];
+    target.read_exact_at(&mut got, at).is_ok() && got == want
+}
+
+enum Done {
+    /// The target already holds it.
+    Unchanged(u64, u64),
+    /// All zero: write zeros (unless the target is zeroed).
+    Zero(u64, u64),
+    /// Decoded and verified content, with its stored size and target bytes read.
+    Data(u64, Vec<u8>, u64, u64),
 }
 
 /// Restores `image` onto `target`, which holds `target_size` bytes.
 pub fn restore(
     store: &Store,
     image: &Image,
-    target: &dyn WriteAt,
+    target: &dyn ReadWriteAt,
     target_size: u64,
     opts: &RestoreOptions,
     sink: &mut dyn Sink,
@@ -94,13 +141,30 @@ pub fn restore(
         .iter()
         .filter_map(|d| d.intersect(&window))
         .collect();
+    let marker = opts
+        .marker_at
+        .filter(|m| {
+            deferred
+                .iter()
+                .any(|d| d.offset <= *m && m + 4096 <= d.end())
+        })
+        .map(|m| (place.at(m), resume_marker(image)));
 
     // Zero the table areas before anything else: from here until the very end a power
     // cut leaves a disk with no partition table rather than a half-written bootable one.
+    // The marker goes into the zeroed area so a rerun knows to resume.
     sink.event(Event::Phase("clearing partition table areas"));
-    let wipe = |target: &dyn WriteAt| -> Result<()> {
+    let wipe = |target: &dyn ReadWriteAt| -> Result<()> {
         for d in &deferred {
             write_zeros(target, place.extent(*d))?;
+        }
+        if let Some((at, m)) = &marker {
+            target
+                .write_all_at(m, *at)
+                .map_err(|source| Error::WriteTarget {
+                    offset: *at,
+                    source,
+                })?;
         }
         target
             .sync()
@@ -108,19 +172,20 @@ pub fn restore(
     };
     wipe(target)?;
 
-    let outcome = restore_chunks(
-        store, image, target, window, place, &deferred, opts, sink, started,
-    );
-    match outcome {
+    let job = Job {
+        store,
+        image,
+        target,
+        window,
+        place,
+        deferred: &deferred,
+        opts,
+        marker: marker
+            .as_ref()
+            .map(|(at, m)| Extent::new(*at, m.len() as u64)),
+    };
+    match job.run(sink, started) {
         Ok(report) => Ok(report),
-        Err(Error::Cancelled) => {
-            let wiped = wipe(target).is_ok();
-            Err(Error::RestoreAborted {
-                at_offset: None,
-                cause: Box::new(Error::Cancelled),
-                wiped,
-            })
-        }
         Err(cause) => {
             let wiped = wipe(target).is_ok();
             Err(Error::RestoreAborted {
@@ -132,135 +197,184 @@ pub fn restore(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn restore_chunks(
-    store: &Store,
-    image: &Image,
-    target: &dyn WriteAt,
+struct Job<'a> {
+    store: &'a Store,
+    image: &'a Image,
+    target: &'a dyn ReadWriteAt,
     window: Extent,
     place: Placement,
-    deferred: &[Extent],
-    opts: &RestoreOptions,
-    sink: &mut dyn Sink,
-    started: Instant,
-) -> Result<RestoreReport> {
-    let map = &image.map;
-    let entries: Vec<(u64, ChunkId)> = map
-        .entries
-        .iter()
-        .copied()
-        .filter(|(idx, _)| map.chunk_range(*idx).intersect(&window).is_some())
-        .collect();
-    let mut report = RestoreReport {
-        chunks: entries.len() as u64,
-        ..Default::default()
-    };
-    let mut progress = Progress {
-        total_chunks: entries.len() as u64,
-        total_bytes: entries
+    deferred: &'a [Extent],
+    opts: &'a RestoreOptions,
+    marker: Option<Extent>,
+}
+
+impl Job<'_> {
+    fn run(&self, sink: &mut dyn Sink, started: Instant) -> Result<RestoreReport> {
+        let map = &self.image.map;
+        let window = self.window;
+        let entries: Vec<(u64, ChunkId)> = map
+            .entries
             .iter()
-            .filter_map(|(i, _)| map.chunk_range(*i).intersect(&window))
-            .map(|e| e.len)
-            .sum(),
-        ..Default::default()
-    };
-    sink.event(Event::Phase("writing target"));
-    sink.event(Event::Progress(progress));
-    let threads = if opts.threads == 0 {
-        crate::pipeline::default_threads()
-    } else {
-        opts.threads
-    };
-    // Chunks that touch a deferred range wait here until every other chunk is written.
-    let mut held: Vec<(Extent, Option<Vec<u8>>)> = Vec::new();
-    let mut last_report = Instant::now();
-    let entries_ref = &entries;
+            .copied()
+            .filter(|(idx, _)| map.chunk_range(*idx).intersect(&window).is_some())
+            .collect();
+        // Capture's mask, limited to the window: what a delta compare looks at.
+        let mask: Vec<Extent> = clip(&map.extents, window).collect();
+        let mut report = RestoreReport {
+            chunks: entries.len() as u64,
+            ..Default::default()
+        };
+        let mut progress = Progress {
+            total_chunks: entries.len() as u64,
+            total_bytes: entries
+                .iter()
+                .filter_map(|(i, _)| map.chunk_range(*i).intersect(&window))
+                .map(|e| e.len)
+                .sum(),
+            ..Default::default()
+        };
+        sink.event(Event::Phase(if self.opts.delta {
+            "comparing and writing target"
+        } else {
+            "writing target"
+        }));
+        sink.event(Event::Progress(progress));
+        let threads = if self.opts.threads == 0 {
+            2 * crate::pipeline::default_threads()
+        } else {
+            self.opts.threads
+        };
+        // Chunks that touch a deferred range wait here until every other chunk is written.
+        let mut held: Vec<(Extent, Option<Vec<u8>>)> = Vec::new();
+        let mut last_report = Instant::now();
+        let entries_ref = &entries;
+        let mask = &mask;
 
-    run(
-        threads,
-        |emit| {
-            for &(idx, id) in entries_ref {
-                let item = if id == ZERO_ID {
-                    Ok(Work::Zero(idx))
-                } else {
-                    let offset = map.chunk_range(idx).offset;
-                    store
-                        .read_stored(&id, offset)
-                        .map(|(loc, bytes)| Work::Stored(idx, id, loc, bytes))
+        run(
+            threads,
+            |emit| {
+                for &e in entries_ref {
+                    if !emit(e) {
+                        break;
+                    }
+                }
+                Ok(())
+            },
+            |(idx, id): (u64, ChunkId)| self.prepare(idx, id, mask),
+            |item| {
+                let done = item?;
+                let (idx, data, stored, target_read) = match done {
+                    Done::Unchanged(idx, read) => {
+                        report.target_read_bytes += read;
+                        report.unchanged_chunks += 1;
+                        progress.skipped_chunks += 1;
+                        progress.done_chunks += 1;
+                        if let Some(p) = map.chunk_range(idx).intersect(&window) {
+                            progress.done_bytes += p.len;
+                        }
+                        return self.tick(sink, &mut progress, &mut last_report);
+                    }
+                    Done::Zero(idx, read) => (idx, None, 0, read),
+                    Done::Data(idx, d, stored, read) => (idx, Some(d), stored, read),
                 };
-                let failed = item.is_err();
-                if !emit(item) || failed {
-                    break;
+                let range = map.chunk_range(idx);
+                report.read_bytes += stored;
+                report.target_read_bytes += target_read;
+                if data.is_some() {
+                    report.hashed_chunks += 1;
                 }
-            }
-            Ok(())
-        },
-        |item: Result<Work>| -> Result<(u64, Option<Vec<u8>>, u64)> {
-            match item? {
-                Work::Zero(idx) => Ok((idx, None, 0)),
-                Work::Stored(idx, id, loc, bytes) => {
-                    let offset = map.chunk_range(idx).offset;
-                    let n = bytes.len() as u64;
-                    store
-                        .decode(&id, offset, &loc, bytes)
-                        .map(|d| (idx, Some(d), n))
+                let Some(part) = range.intersect(&window) else {
+                    return Ok(());
+                };
+                if self.deferred.iter().any(|d| d.intersect(&part).is_some()) {
+                    held.push((range, data));
+                } else if data.is_none() && self.opts.target_is_zeroed {
+                    report.skipped_chunks += 1;
+                    progress.skipped_chunks += 1;
+                } else {
+                    write_chunk(self.target, self.place, range, part, data.as_deref())?;
+                    report.written_chunks += 1;
+                    report.written_bytes += part.len;
+                    progress.written_chunks += 1;
                 }
-            }
-        },
-        |item| {
-            let (idx, data, stored) = item?;
-            let range = map.chunk_range(idx);
-            report.read_bytes += stored;
-            if data.is_some() {
-                report.hashed_chunks += 1;
-            }
-            let Some(part) = range.intersect(&window) else {
-                return Ok(());
-            };
-            if deferred.iter().any(|d| d.intersect(&part).is_some()) {
-                held.push((range, data));
-            } else if data.is_none() && opts.target_is_zeroed {
-                report.skipped_chunks += 1;
-                progress.skipped_chunks += 1;
-            } else {
-                write_chunk(target, place, range, part, data.as_deref())?;
-                report.written_chunks += 1;
-                report.written_bytes += part.len;
-                progress.written_chunks += 1;
-            }
-            progress.done_chunks += 1;
-            progress.done_bytes += part.len;
-            if last_report.elapsed().as_millis() >= 200 {
-                last_report = Instant::now();
-                sink.event(Event::Progress(progress));
-            }
-            if sink.cancelled() {
-                return Err(Error::Cancelled);
-            }
-            Ok(())
-        },
-    )?;
+                progress.done_chunks += 1;
+                progress.done_bytes += part.len;
+                self.tick(sink, &mut progress, &mut last_report)
+            },
+        )?;
 
-    // Everything else is on the target; make it durable before the tables appear.
-    sink.event(Event::Phase("writing partition tables"));
-    target
-        .sync()
-        .map_err(|source| Error::WriteTarget { offset: 0, source })?;
-    held.sort_by_key(|(r, _)| r.offset);
-    for (range, data) in &held {
-        if let Some(part) = range.intersect(&window) {
-            write_chunk(target, place, *range, part, data.as_deref())?;
-            report.written_chunks += 1;
-            report.written_bytes += part.len;
+        // Everything else is on the target; make it durable before the tables appear.
+        sink.event(Event::Phase("writing partition tables"));
+        let target = self.target;
+        target
+            .sync()
+            .map_err(|source| Error::WriteTarget { offset: 0, source })?;
+        if let Some(m) = self.marker {
+            write_zeros(target, m)?;
         }
+        held.sort_by_key(|(r, _)| r.offset);
+        for (range, data) in &held {
+            if let Some(part) = range.intersect(&window) {
+                write_chunk(target, self.place, *range, part, data.as_deref())?;
+                report.written_chunks += 1;
+                report.table_chunks += 1;
+                report.written_bytes += part.len;
+            }
+        }
+        target
+            .sync()
+            .map_err(|source| Error::WriteTarget { offset: 0, source })?;
+        progress.written_chunks = report.written_chunks;
+        sink.event(Event::Progress(progress));
+        report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
     }
-    target
-        .sync()
-        .map_err(|source| Error::WriteTarget { offset: 0, source })?;
-    progress.written_chunks = report.written_chunks;
-    sink.event(Event::Progress(progress));
-    report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
+
+    /// Worker side of one chunk: the delta compare, then the store read and verify.
+    fn prepare(&self, idx: u64, id: ChunkId, mask: &[Extent]) -> Result<Done> {
+        let range = self.image.map.chunk_range(idx);
+        let deferred = self.deferred.iter().any(|d| d.intersect(&range).is_some());
+        let mut target_read = 0;
+        if self.opts.delta && !deferred {
+            let shifted = Shifted {
+                inner: self.target,
+                place: self.place,
+            };
+            let mut buf = Vec::new();
+            target_read = read_masked(&shifted, mask, range, &mut buf).map_err(|source| {
+                Error::ReadTarget {
+                    offset: self.place.at(range.offset.max(self.window.offset)),
+                    source,
+                }
+            })?;
+            let same = if id == ZERO_ID {
+                is_zero(&buf)
+            } else {
+                blake3::hash(&buf).as_bytes() == &id
+            };
+            if same {
+                return Ok(Done::Unchanged(idx, target_read));
+            }
+        }
+        if id == ZERO_ID {
+            return Ok(Done::Zero(idx, target_read));
+        }
+        let (loc, bytes) = self.store.read_stored(&id, range.offset)?;
+        let stored = bytes.len() as u64;
+        let data = self.store.decode(&id, range.offset, &loc, bytes)?;
+        Ok(Done::Data(idx, data, stored, target_read))
+    }
+
+    fn tick(&self, sink: &mut dyn Sink, progress: &mut Progress, last: &mut Instant) -> Result<()> {
+        if last.elapsed().as_millis() >= 200 {
+            *last = Instant::now();
+            sink.event(Event::Progress(*progress));
+        }
+        if sink.cancelled() {
+            return Err(Error::Cancelled);
+        }
+        Ok(())
+    }
 }
 
 /// Maps image offsets inside the window to target offsets.
@@ -279,9 +393,21 @@ impl Placement {
     }
 }
 
+/// The target seen in image coordinates (reads are only made inside the window).
+struct Shifted<'a> {
+    inner: &'a dyn ReadWriteAt,
+    place: Placement,
+}
+
+impl ReadAt for Shifted<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.inner.read_exact_at(buf, self.place.at(offset))
+    }
+}
+
 /// Writes the part `part` of chunk `range`; `data` None means zeros.
 fn write_chunk(
-    target: &dyn WriteAt,
+    target: &dyn ReadWriteAt,
     place: Placement,
     range: Extent,
     part: Extent,
@@ -302,7 +428,8 @@ fn write_chunk(
 
 static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
 
-fn write_zeros(target: &dyn WriteAt, e: Extent) -> Result<()> {
+/// Writes zeros over `e`.
+pub fn write_zeros(target: &dyn WriteAt, e: Extent) -> Result<()> {
     let mut off = e.offset;
     while off < e.end() {
         let n = (e.end() - off).min(ZEROS.len() as u64) as usize;
@@ -322,7 +449,8 @@ fn error_offset(e: &Error) -> Option<u64> {
         Error::ChunkMissing { offset, .. }
         | Error::ChunkCorrupt { offset, .. }
         | Error::ChunkDigestMismatch { offset, .. }
-        | Error::WriteTarget { offset, .. } => Some(*offset),
+        | Error::WriteTarget { offset, .. }
+        | Error::ReadTarget { offset, .. } => Some(*offset),
         _ => None,
     }
 }

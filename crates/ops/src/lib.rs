@@ -20,7 +20,7 @@ pub use grow::GrowOutcome;
 pub use layout::{Captured, PartitionRecord};
 pub use restore::{
     plan_restore, required_size, run_restore, PartitionPlan, RestoreOutcome, RestorePlan,
-    RestoreRequest,
+    RestoreRequest, Unused,
 };
 pub use stores::{image_info, list_images, ImageSummary, StoreSummary};
 pub use verify::{verify, VerifyRequest};

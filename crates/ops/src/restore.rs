@@ -30,8 +30,25 @@ pub struct RestoreRequest {
     pub grow_last: bool,
     /// Restore only this partition (1-based, as in `imprint info`).
     pub partition: Option<u32>,
-    /// Worker threads (0: all cores).
+    /// Write every chunk, even those the target already holds (no delta).
+    pub full: bool,
+    /// What to do with blocks the image does not use.
+    pub unused: Unused,
+    /// Worker threads (0: twice the cores).
     pub threads: usize,
+}
+
+/// What happens to the target's blocks that the image does not use (free space).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Unused {
+    /// Leave whatever they hold (like partclone): fastest.
+    #[default]
+    Leave,
+    /// Write zeros over them.
+    Zero,
+    /// Tell the device they are free (BLKDISCARD; holes in a file).
+    Discard,
 }
 
 /// Where one partition goes.
@@ -58,6 +75,8 @@ pub struct RestorePlan {
     pub grow_last: bool,
     /// Set for a one-partition restore.
     pub partition: Option<PartitionPlan>,
+    pub full: bool,
+    pub unused: Unused,
     pub threads: usize,
 }
 
@@ -69,6 +88,12 @@ pub struct RestoreOutcome {
     pub relocated: Option<Relocated>,
     /// What happened to the last partition's filesystem with `grow_last`.
     pub grown: Option<GrowOutcome>,
+    /// True when chunks the target already held were skipped.
+    pub delta: bool,
+    /// Why delta was on or off.
+    pub delta_reason: &'static str,
+    /// Bytes of unused space zeroed or discarded.
+    pub unused_bytes: u64,
 }
 
 impl std::ops::Deref for RestoreOutcome {
@@ -204,6 +229,8 @@ pub fn plan_restore(req: &RestoreRequest) -> Result<RestorePlan, OpsError> {
         target_size,
         grow_last: req.grow_last,
         partition: None,
+        full: req.full,
+        unused: req.unused,
         threads: req.threads,
         image,
     })
@@ -305,6 +332,8 @@ fn plan_partition(
         target_size: facts.size,
         facts: Some(facts),
         grow_last: false,
+        full: req.full,
+        unused: req.unused,
         partition: Some(PartitionPlan {
             source: src,
             dest_offset,
@@ -393,6 +422,8 @@ pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreOut
                 window: Some(Extent::new(p.start, p.size)),
                 dest_offset: Some(pp.dest_offset),
                 target_is_zeroed: false,
+                delta: false,
+                marker_at: None,
                 threads: plan.threads,
             }
         }
@@ -406,16 +437,32 @@ pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreOut
                 window: Some(Extent::new(0, disk)),
                 dest_offset: None,
                 target_is_zeroed: created,
+                delta: false,
+                marker_at: (disk >= 2 * FIRST_MIB.len).then_some(tail.offset),
                 threads: plan.threads,
             }
         }
     };
+    let mut opts = opts;
+    let (delta, delta_reason) = decide_delta(plan, &target, created, &opts);
+    opts.delta = delta;
+    if delta {
+        sink.event(Event::Warning(format!(
+            "delta restore: {delta_reason}; only chunks that differ are written (--full writes all)"
+        )));
+    }
     let report = imaging::restore(&plan.store, &plan.image, target.file(), size, &opts, sink)?;
     let mut outcome = RestoreOutcome {
         report,
         relocated: None,
         grown: None,
+        delta,
+        delta_reason,
+        unused_bytes: 0,
     };
+    if plan.unused != Unused::Leave {
+        outcome.unused_bytes = clear_unused(plan, &target, &opts, sink)?;
+    }
     if plan.partition.is_none() {
         if let Some(table) = recorded_table(m) {
             fit_table(plan, &table, &target, size, sink, &mut outcome)?;
@@ -437,6 +484,99 @@ pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreOut
         }
     }
     Ok(outcome)
+}
+
+/// Delta is on unless `--full`, the target was just created, or it holds something
+/// else: a whole-disk target must carry the image's partition layout, or the resume
+/// marker of an interrupted restore of this image.
+fn decide_delta(
+    plan: &RestorePlan,
+    target: &disks::blockdev::Target,
+    created: bool,
+    opts: &RestoreOptions,
+) -> (bool, &'static str) {
+    if plan.full {
+        return (false, "--full");
+    }
+    if created {
+        return (false, "the target is a new file");
+    }
+    if plan.partition.is_some() {
+        return (true, "one partition: comparing before writing");
+    }
+    if let Some(at) = opts.marker_at {
+        if imaging::has_resume_marker(target.file(), &plan.image, at) {
+            return (true, "resuming an interrupted restore of this image");
+        }
+    }
+    let m = &plan.image.manifest;
+    let Some(want) = recorded_table(m) else {
+        return (false, "the image has no partition table to compare");
+    };
+    let mut r = target.file();
+    match read_table(
+        &mut r,
+        m.source.size.min(plan.target_size),
+        want.sector_size,
+    ) {
+        Ok(have) if same_layout(&have, &want) => (
+            true,
+            "the target already carries the image's partition layout",
+        ),
+        _ => (
+            false,
+            "the target's partition layout differs from the image's",
+        ),
+    }
+}
+
+fn same_layout(a: &PartitionTable, b: &PartitionTable) -> bool {
+    a.kind == b.kind
+        && a.kind != TableKind::None
+        && a.partitions.len() == b.partitions.len()
+        && a.partitions.iter().zip(&b.partitions).all(|(x, y)| {
+            // The target's partitions may have grown (--grow-last), never shrunk.
+            x.index == y.index && x.start == y.start && x.type_id == y.type_id && x.size >= y.size
+        })
+}
+
+/// Zeroes or discards the target's bytes that the image does not use, inside the
+/// restored window, after the data and tables are written.
+fn clear_unused(
+    plan: &RestorePlan,
+    target: &disks::blockdev::Target,
+    opts: &RestoreOptions,
+    sink: &mut dyn Sink,
+) -> Result<u64, OpsError> {
+    let map = &plan.image.map;
+    let window = opts.window.unwrap_or(Extent::new(0, map.disk_size));
+    let shift = |o: u64| o - window.offset + opts.dest_offset.unwrap_or(window.offset);
+    let mut gaps = Vec::new();
+    let mut pos = window.offset;
+    for e in imaging::extent::clip(&map.extents, window) {
+        if e.offset > pos {
+            gaps.push(Extent::new(pos, e.offset - pos));
+        }
+        pos = e.end();
+    }
+    if pos < window.end() {
+        gaps.push(Extent::new(pos, window.end() - pos));
+    }
+    sink.event(Event::Phase(match plan.unused {
+        Unused::Discard => "discarding unused blocks",
+        _ => "zeroing unused blocks",
+    }));
+    let mut total = 0;
+    for g in gaps {
+        let at = shift(g.offset);
+        match plan.unused {
+            Unused::Discard => target.discard(at..at + g.len)?,
+            _ => imaging::restore::write_zeros(target.file(), Extent::new(at, g.len))?,
+        }
+        total += g.len;
+    }
+    target.sync()?;
+    Ok(total)
 }
 
 /// Fits the restored table to a target of another size: GPT backup to the new end,
