@@ -27,6 +27,30 @@ pub struct Reporter {
     cancel: Arc<AtomicBool>,
     /// The last progress seen, for the final report.
     pub last: Progress,
+    crash: CrashPoint,
+}
+
+/// Test hook (docs/CLI.md "Test hooks"): die like `kill -9` at a chosen point, so
+/// interruption tests hit exact places instead of racing a timer.
+/// `IMPRINT_TEST_CRASH_AFTER_CHUNKS=N` aborts after N chunks; `IMPRINT_TEST_CRASH_AT_PHASE=P`
+/// aborts when phase P begins (e.g. "writing partition tables").
+#[derive(Debug, Default)]
+struct CrashPoint {
+    after_chunks: Option<u64>,
+    at_phase: Option<String>,
+    chunks: std::cell::Cell<u64>,
+}
+
+impl CrashPoint {
+    fn from_env() -> Self {
+        CrashPoint {
+            after_chunks: std::env::var("IMPRINT_TEST_CRASH_AFTER_CHUNKS")
+                .ok()
+                .and_then(|v| v.parse().ok()),
+            at_phase: std::env::var("IMPRINT_TEST_CRASH_AT_PHASE").ok(),
+            chunks: std::cell::Cell::new(0),
+        }
+    }
 }
 
 impl Reporter {
@@ -41,6 +65,7 @@ impl Reporter {
             line_open: false,
             cancel,
             last: Progress::default(),
+            crash: CrashPoint::from_env(),
         }
     }
 
@@ -142,6 +167,9 @@ impl Sink for Reporter {
     fn event(&mut self, event: Event) {
         match event {
             Event::Phase(p) => {
+                if self.crash.at_phase.as_deref() == Some(p) {
+                    std::process::abort();
+                }
                 self.phase = p;
                 if self.json {
                     emit("phase", json!({ "phase": p }));
@@ -162,6 +190,14 @@ impl Sink for Reporter {
     }
 
     fn cancelled(&self) -> bool {
+        // The engine polls once per chunk: that is the chunk counter of the crash hook.
+        if let Some(n) = self.crash.after_chunks {
+            let done = self.crash.chunks.get() + 1;
+            self.crash.chunks.set(done);
+            if done >= n {
+                std::process::abort();
+            }
+        }
         self.cancel.load(Ordering::Relaxed)
     }
 }
