@@ -201,3 +201,35 @@ def test_missing_image(ctx):
 
 
 TESTS = [test_capture_then_restore_to_larger_nvme, test_missing_image]
+
+
+def test_capture_to_smb_share(ctx):
+    """Network store: DHCP, then capture straight onto an SMB share (QEMU's built-in smbd,
+    restrict=on); the host reads the store back with the CLI and verifies the image."""
+    if not ctx.cli_ready():
+        raise Skip("target/release/imprint has no capture with --json yet")
+    if not shutil.which("smbd") and not os.path.exists("/usr/sbin/smbd"):
+        raise Skip("samba (smbd) is not installed")
+    work = OUT / "smb-store"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    share = work / "share"
+    share.mkdir()
+    os.chmod(share, 0o777)
+    source, _, _ = make_source_system(work)
+    net = ["-netdev", f"user,id=n0,restrict=on,smb={share}", "-device", "virtio-net-pci,netdev=n0"]
+    job, wall, vm = job_boot(
+        "smb-capture", "imprint.action=capture imprint.store=smb://10.0.2.4/qemu imprint.image=netcap "
+        "imprint.disk=serial:SRC-DISK", net + disk_args(source, "virtio", "SRC-DISK", "src"))
+    check(job["ok"] is True, f"capture to SMB failed: {job}")
+    check(job["store"] == "smb://10.0.2.4/qemu", f"store reported as {job['store']!r}")
+    exe = str(DIST.parent / "target" / "release" / "imprint")
+    images = sh(exe, "images", str(share), "--json")
+    check("netcap" in images, f"host does not see image netcap in the share: {images[-300:]}")
+    r = subprocess.run([exe, "verify", str(share), "netcap", "--against", str(source), "--json"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, f"host verify of the SMB-captured image against the source: exit {r.returncode}: {r.stdout[-300:]}")
+    ctx.note(f"capture over SMB boot {wall:.1f} s; host verify --against source ok")
+
+
+TESTS.append(test_capture_to_smb_share)

@@ -127,7 +127,7 @@ pub fn modprobe(module: &str) -> bool {
 /// Brings up the loopback interface (some tools expect it).
 pub fn loopback_up() {
     let _ = process::run(
-        Command::new("/bin/ip")
+        Command::new("/sbin/ip")
             .args(["link", "set", "lo", "up"])
             .stderr(Stdio::null()),
     );

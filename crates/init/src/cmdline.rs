@@ -60,6 +60,30 @@ pub enum Store {
     Label(String),
     /// A device node holding the store's filesystem.
     Device(PathBuf),
+    /// An SMB share (`smb://[USER[:PASSWORD]@]SERVER/SHARE[/DIR]`), reached after DHCP.
+    Smb(SmbShare),
+}
+
+/// An SMB/CIFS store. The credentials never appear in `Display` (logs, JSON, screen).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmbShare {
+    /// IPv4 address or host name.
+    pub server: String,
+    /// `SHARE` or `SHARE/DIR/...`.
+    pub path: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for SmbShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmbShare")
+            .field("server", &self.server)
+            .field("path", &self.path)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl fmt::Display for Store {
@@ -67,6 +91,7 @@ impl fmt::Display for Store {
         match self {
             Store::Label(l) => write!(f, "label:{l}"),
             Store::Device(p) => write!(f, "{}", p.display()),
+            Store::Smb(s) => write!(f, "smb://{}/{}", s.server, s.path),
         }
     }
 }
@@ -119,7 +144,7 @@ pub enum CmdlineError {
     UnknownAction(String),
     #[error("imprint.{key}={value}: unknown value (use reboot, poweroff, shell or menu)")]
     UnknownThen { key: &'static str, value: String },
-    #[error("imprint.store={0}: unsupported store (use label:LABEL or a /dev node)")]
+    #[error("imprint.store={0}: unsupported store (use label:LABEL, a /dev node or smb://SERVER/SHARE[/DIR])")]
     UnsupportedStore(String),
     #[error("imprint.console={0}: expected COLSxROWS, e.g. 120x40")]
     BadConsoleSize(String),
@@ -272,8 +297,40 @@ fn parse_store(value: &str) -> Result<Store, CmdlineError> {
         }
     } else if value.starts_with("/dev/") {
         return Ok(Store::Device(PathBuf::from(value)));
+    } else if let Some(rest) = value.strip_prefix("smb://") {
+        let (creds, rest) = match rest.rsplit_once('@') {
+            Some((c, r)) => (Some(c), r),
+            None => (None, rest),
+        };
+        let (user, password) = match creds {
+            Some(c) => match c.split_once(':') {
+                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
+                None => (Some(c.to_string()), None),
+            },
+            None => (None, None),
+        };
+        if let Some((server, path)) = rest.split_once('/') {
+            let path = path.trim_end_matches('/');
+            let safe = |t: &str| !t.is_empty() && !t.contains(',') && !t.contains(['\\', '\0']);
+            if safe(server) && safe(path) && !user.as_deref().is_some_and(|u| u.contains(',')) {
+                return Ok(Store::Smb(SmbShare {
+                    server: server.to_string(),
+                    path: path.to_string(),
+                    user,
+                    password,
+                }));
+            }
+        }
     }
-    Err(CmdlineError::UnsupportedStore(value.to_string()))
+    Err(CmdlineError::UnsupportedStore(redact(value)))
+}
+
+/// A store value for error messages, without any `user:password@`.
+fn redact(value: &str) -> String {
+    match (value.strip_prefix("smb://"), value.rsplit_once('@')) {
+        (Some(_), Some((_, rest))) => format!("smb://***@{rest}"),
+        _ => value.to_string(),
+    }
 }
 
 fn parse_size(value: &str) -> Option<(u16, u16)> {
@@ -378,10 +435,29 @@ mod tests {
     }
 
     #[test]
+    fn smb_store_keeps_credentials_out_of_display_and_errors() {
+        let cfg = parse("imprint.store=smb://lab:s3cret@10.0.2.4/images/pcs/").unwrap();
+        let Store::Smb(share) = &cfg.store else {
+            panic!("not smb: {:?}", cfg.store)
+        };
+        assert_eq!(share.server, "10.0.2.4");
+        assert_eq!(share.path, "images/pcs");
+        assert_eq!(share.user.as_deref(), Some("lab"));
+        assert_eq!(share.password.as_deref(), Some("s3cret"));
+        assert_eq!(cfg.store.to_string(), "smb://10.0.2.4/images/pcs");
+        assert!(!format!("{:?}", cfg.store).contains("s3cret"));
+        let err = parse("imprint.store=smb://lab:s3cret@host")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
     fn bad_sizes_and_stores_are_reported() {
         assert!(parse("imprint.console=80").is_err());
         assert!(parse("imprint.console=0x0").is_err());
-        assert!(parse("imprint.store=smb://host/share").is_err());
+        assert!(parse("imprint.store=nfs://host/export").is_err());
+        assert!(parse("imprint.store=smb://host").is_err());
         assert!(parse("imprint.wait=soon").is_err());
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::boot;
-use crate::cmdline::{Action, Config, Store};
+use crate::cmdline::{Action, Config, SmbShare, Store};
 use crate::console::Console;
 use crate::probe;
 use crate::process::{self, RunError};
@@ -29,6 +29,10 @@ pub const EXIT_USAGE: i32 = 2;
 pub enum JobError {
     #[error("imprint.store={store}: no such filesystem after waiting {waited:?} (is the disk attached?)")]
     StoreNotFound { store: String, waited: Duration },
+    #[error("imprint.store={store}: no network (no interface got a DHCP lease)")]
+    NoNetwork { store: String },
+    #[error("imprint.store={store}: cannot resolve server {server}")]
+    Resolve { store: String, server: String },
     #[error("mounting store {device} ({fstype}) on {STORE_MOUNT}: {source}")]
     MountStore {
         device: String,
@@ -159,8 +163,21 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
         return Err(JobError::ImprintMissing);
     }
     let deadline = Instant::now() + cfg.wait;
-    let store_dev = wait_for_store(&cfg.store, deadline, cfg.wait)?;
-    let store_disk = probe::parent_disk(&store_dev);
+    let writable = cfg.action == Action::Capture;
+    let (store_dev, store_disk) = match &cfg.store {
+        Store::Smb(share) => (mount_smb(&cfg.store, share, writable, console)?, None),
+        Store::Label(l) => {
+            let link = PathBuf::from("/dev/disk/by-label").join(l);
+            let dev = wait_for_store(&link, &cfg.store, deadline, cfg.wait)?;
+            let disk = probe::parent_disk(&dev);
+            (dev, disk)
+        }
+        Store::Device(node) => {
+            let dev = wait_for_store(node, &cfg.store, deadline, cfg.wait)?;
+            let disk = probe::parent_disk(&dev);
+            (dev, disk)
+        }
+    };
     let disk = match &cfg.disk {
         Some(sel) => {
             let exclude: Vec<String> = store_disk.into_iter().collect();
@@ -169,7 +186,9 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
         None => None,
     };
     report.disk = disk.as_ref().map(|d| d.display().to_string());
-    mount_store(&store_dev, cfg.action == Action::Capture)?;
+    if !matches!(cfg.store, Store::Smb(_)) {
+        mount_store(&store_dev, writable)?;
+    }
     console.say(&format!(
         "imprint: {} image {:?} {} {} (store {} on {})",
         cfg.action.name(),
@@ -270,13 +289,55 @@ pub fn cli_args(cfg: &Config, disk: Option<&Path>) -> Vec<String> {
     args
 }
 
-fn wait_for_store(store: &Store, deadline: Instant, wait: Duration) -> Result<PathBuf, JobError> {
-    let path = match store {
-        Store::Label(l) => PathBuf::from("/dev/disk/by-label").join(l),
-        Store::Device(p) => p.clone(),
-    };
+/// DHCP, then mounts the share with the kernel's SMB client (no mount.cifs needed: the
+/// address goes in `ip=`; notes §3). Returns a display path for the log.
+fn mount_smb(
+    store: &Store,
+    share: &SmbShare,
+    writable: bool,
+    console: &Console,
+) -> Result<PathBuf, JobError> {
+    let name = store.to_string();
+    crate::net::dhcp(console).ok_or_else(|| JobError::NoNetwork {
+        store: name.clone(),
+    })?;
+    let ip = crate::net::resolve(&share.server).ok_or_else(|| JobError::Resolve {
+        store: name.clone(),
+        server: share.server.clone(),
+    })?;
+    let unc = format!("//{}/{}", share.server, share.path);
+    // Without a user, the guest account (QEMU's and most lab Samba shares).
+    let mut opts = format!(
+        "vers=3.0,ip={ip},username={},password={},noperm,nobrl",
+        share.user.as_deref().unwrap_or("guest"),
+        share.password.as_deref().unwrap_or("")
+    );
+    if !writable {
+        opts.push_str(",ro");
+    }
+    let target = Path::new(STORE_MOUNT);
+    let _ = std::fs::create_dir_all(target);
+    boot::modprobe("cifs");
+    let flags = if writable { 0 } else { libc::MS_RDONLY } | libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount(&unc, target, "cifs", flags, Some(&opts)).map_err(|source| {
+        JobError::MountStore {
+            // The UNC path and fstype only: `opts` holds the password.
+            device: name,
+            fstype: "cifs".into(),
+            source,
+        }
+    })?;
+    Ok(PathBuf::from(unc))
+}
+
+fn wait_for_store(
+    path: &Path,
+    store: &Store,
+    deadline: Instant,
+    wait: Duration,
+) -> Result<PathBuf, JobError> {
     loop {
-        if let Ok(real) = std::fs::canonicalize(&path) {
+        if let Ok(real) = std::fs::canonicalize(path) {
             return Ok(real);
         }
         if Instant::now() >= deadline {

@@ -12,6 +12,7 @@ pub mod cmdline;
 pub mod console;
 pub mod job;
 pub mod menu;
+pub mod net;
 pub mod probe;
 pub mod process;
 mod sys;
