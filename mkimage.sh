@@ -58,7 +58,7 @@ export PATH=$PATH:/usr/sbin:/sbin
 missing=""
 need_tool apt-get apt; need_tool dpkg-deb dpkg; need_tool cargo rustup
 need_tool depmod kmod; need_tool modprobe kmod; need_tool cpio cpio; need_tool zstd zstd
-need_tool xz xz-utils; need_tool ldd libc-bin; need_tool strip binutils
+need_tool xz xz-utils; need_tool ldd libc-bin; need_tool strip binutils; need_tool readelf binutils
 need_file /bin/busybox busybox-static
 if [ "$INITRD_ONLY" = 0 ]; then
   need_tool sfdisk fdisk; need_tool mkfs.vfat dosfstools; need_tool mkfs.exfat exfatprogs
@@ -68,7 +68,7 @@ if [ "$INITRD_ONLY" = 0 ]; then
   need_file /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed grub-efi-amd64-signed
 fi
 [ -z "$missing" ] || die "missing tools:$missing; install them with: bash .ci/setup"
-if file /bin/busybox 2>/dev/null | grep -q 'dynamically linked'; then
+if readelf -l /bin/busybox 2>/dev/null | grep -q 'INTERP'; then
   die "/bin/busybox is dynamically linked; install busybox-static"
 fi
 
