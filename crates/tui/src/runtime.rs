@@ -1,0 +1,554 @@
+//! Carries out [`Effect`]s: runs jobs on a worker thread whose [`Sink`] sends events
+//! over a channel, runs the interlocks and `ops::plan_restore` for the restore wizard,
+//! polls disks and stores, loads keymaps. Results come back as [`Action`]s.
+
+use crate::action::{Action, Effect, JobMsg, JobSpec};
+use crate::app::{App, ConfirmView, JobFailure, JobKind, JobSuccess, TargetCheck};
+use crate::model::{scan_store, DiskSource};
+use crate::update::update;
+use disks::interlock::{check_write_target, CheckOptions, Protected};
+use disks::usage::human_size;
+use imaging::{Event, Sink};
+use ops::OpsError;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Progress events sent at most this often (the engine reports every chunk).
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// The word typed to confirm a restore onto a disk without a usable serial.
+pub const CONFIRM_WORD: &str = "ERASE";
+
+/// A [`Sink`] on the worker thread: events go to the UI, cancel comes from it.
+#[derive(Debug)]
+pub struct ChannelSink {
+    tx: Sender<JobMsg>,
+    cancel: Arc<AtomicBool>,
+    start: Instant,
+    last_progress: Option<Instant>,
+}
+
+impl ChannelSink {
+    fn at_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+}
+
+impl Sink for ChannelSink {
+    fn event(&mut self, event: Event) {
+        if let Event::Progress(p) = &event {
+            let now = Instant::now();
+            let last = p.done_bytes >= p.total_bytes;
+            if !last && self.last_progress.is_some_and(|t| now - t < PROGRESS_EVERY) {
+                return;
+            }
+            self.last_progress = Some(now);
+        }
+        let at_ms = self.at_ms();
+        // The UI may be gone (it panicked); the job still finishes or cancels cleanly.
+        let _ = self.tx.send(JobMsg::Event { at_ms, event });
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+struct RunningJob {
+    rx: Receiver<JobMsg>,
+    cancel: Arc<AtomicBool>,
+    start: Instant,
+    handle: Option<JoinHandle<()>>,
+}
+
+/// Does what `update` asks.
+pub struct Runtime {
+    pub disks: Box<dyn DiskSource>,
+    /// Store directories shown on the home screen.
+    pub store_paths: Vec<PathBuf>,
+    /// True when a real terminal is attached (the shell can run).
+    pub interactive: bool,
+    /// Set after the shell ran: the screen must be redrawn from scratch.
+    pub needs_clear: bool,
+    job: Option<RunningJob>,
+    stores: Option<Vec<crate::model::StoreRow>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime")
+            .field("store_paths", &self.store_paths)
+            .field("interactive", &self.interactive)
+            .field("job", &self.job.is_some())
+            .finish()
+    }
+}
+
+impl Runtime {
+    pub fn new(disks: Box<dyn DiskSource>, store_paths: Vec<PathBuf>) -> Runtime {
+        Runtime {
+            disks,
+            store_paths,
+            interactive: false,
+            needs_clear: false,
+            job: None,
+            stores: None,
+        }
+    }
+
+    /// A fresh look at the disks, and at the stores when `stores` (reading every
+    /// manifest and map is too slow to repeat every few seconds).
+    pub fn snapshot(&mut self, stores: bool) -> Action {
+        if stores || self.stores.is_none() {
+            self.stores = Some(self.store_paths.iter().map(|p| scan_store(p)).collect());
+        }
+        Action::Refresh {
+            disks: self.disks.disks(),
+            stores: self.stores.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Carries out one effect; returns the actions it produced at once.
+    pub fn apply(&mut self, effect: Effect) -> Vec<Action> {
+        match effect {
+            Effect::CheckTargets {
+                store,
+                image,
+                nodes,
+            } => vec![Action::Checked(check_targets(&store, &image, &nodes))],
+            Effect::PlanRestore(req) => vec![Action::Planned(
+                ops::plan_restore(&req)
+                    .map(|p| confirm_view(&p))
+                    .map_err(|e| e.to_string()),
+            )],
+            Effect::StartJob(spec) => {
+                if self.job.as_ref().is_some_and(|j| j.handle.is_some()) {
+                    return vec![Action::Job(JobMsg::Done {
+                        at_ms: 0,
+                        outcome: Err(JobFailure {
+                            kind: "usage".into(),
+                            exit_code: ops::exit::USAGE,
+                            message: "another job is still running".into(),
+                            advice: vec!["Wait for it to finish.".into()],
+                        }),
+                    })];
+                }
+                self.job = Some(spawn(spec));
+                vec![]
+            }
+            Effect::CancelJob => {
+                if let Some(j) = &self.job {
+                    j.cancel.store(true, Ordering::Relaxed);
+                }
+                vec![]
+            }
+            Effect::Shell => vec![Action::ShellReturned(self.shell())],
+            Effect::SetKeyboard(code) => {
+                let note = set_keyboard(&code);
+                vec![Action::KeyboardApplied { layout: code, note }]
+            }
+        }
+    }
+
+    /// The job's messages that arrived, without waiting, and a tick.
+    pub fn poll(&mut self) -> Vec<Action> {
+        self.collect(Duration::ZERO)
+    }
+
+    /// Waits up to `timeout` for the job's next message, then drains the rest.
+    pub fn wait(&mut self, timeout: Duration) -> Vec<Action> {
+        self.collect(timeout)
+    }
+
+    fn collect(&mut self, timeout: Duration) -> Vec<Action> {
+        let Some(job) = &mut self.job else {
+            return vec![];
+        };
+        let mut out = Vec::new();
+        let mut done = false;
+        let mut first = true;
+        loop {
+            let msg = if first && !timeout.is_zero() {
+                match job.rx.recv_timeout(timeout) {
+                    Ok(m) => Some(m),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        done = true;
+                        None
+                    }
+                }
+            } else {
+                match job.rx.try_recv() {
+                    Ok(m) => Some(m),
+                    Err(mpsc::TryRecvError::Empty) => None,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        done = true;
+                        None
+                    }
+                }
+            };
+            first = false;
+            match msg {
+                Some(m) => {
+                    done |= matches!(m, JobMsg::Done { .. });
+                    out.push(Action::Job(m));
+                }
+                None => break,
+            }
+        }
+        if !done {
+            out.push(Action::Tick(job.start.elapsed().as_millis() as u64));
+        } else if let Some(h) = job.handle.take() {
+            if h.join().is_err() {
+                out.push(Action::Job(JobMsg::Done {
+                    at_ms: job.start.elapsed().as_millis() as u64,
+                    outcome: Err(JobFailure {
+                        kind: "failed".into(),
+                        exit_code: ops::exit::FAILED,
+                        message: "the job's worker thread crashed (a bug in Imprint)".into(),
+                        advice: vec![
+                            "If it was a restore, do not boot the target: restore again.".into(),
+                            "The log (Tools > Show log) has the last steps.".into(),
+                        ],
+                    }),
+                }));
+            }
+        }
+        out
+    }
+
+    /// Leaves the full-screen UI, runs `/bin/sh` on the console, comes back.
+    fn shell(&mut self) -> Result<(), String> {
+        if !self.interactive {
+            return Err("no terminal attached".into());
+        }
+        crate::term::suspend().map_err(|e| e.to_string())?;
+        println!("Imprint rescue shell: type exit to return to the menu.");
+        let r = std::process::Command::new("/bin/sh")
+            .status()
+            .map(|_| ())
+            .map_err(|e| format!("starting /bin/sh: {e}"));
+        crate::term::resume().map_err(|e| e.to_string())?;
+        self.needs_clear = true;
+        r
+    }
+}
+
+/// Runs `update` and carries out its effects, feeding their results back, until
+/// nothing is left to do.
+pub fn dispatch(app: &mut App, rt: &mut Runtime, action: Action) {
+    let mut queue = VecDeque::from([action]);
+    while let Some(a) = queue.pop_front() {
+        for e in update(app, a) {
+            queue.extend(rt.apply(e));
+        }
+    }
+}
+
+fn protected(store: &Path) -> Vec<Protected> {
+    let mut v = vec![Protected::store(store)];
+    if let Some(p) = std::env::var_os(ops::BOOT_MEDIUM_ENV) {
+        v.push(Protected::boot_medium(Path::new(&p)));
+    }
+    v
+}
+
+/// The interlocks for every disk, with the image's sector size and size. `force` is
+/// set because a disk that carries data is a choice the typed confirmation makes, not
+/// a refusal; what it carries is shown as a note.
+pub fn check_targets(store: &Path, image: &str, nodes: &[PathBuf]) -> Vec<TargetCheck> {
+    let manifest = match ops::image_info(store, image) {
+        Ok(m) => m,
+        Err(e) => {
+            return nodes
+                .iter()
+                .map(|n| TargetCheck {
+                    node: n.clone(),
+                    refusal: Some(format!("the image cannot be read: {e}")),
+                    note: None,
+                })
+                .collect()
+        }
+    };
+    let opts = CheckOptions {
+        force: true,
+        image_logical_sector_size: Some(manifest.source.logical_sector_size),
+        min_size: Some(manifest.source.size),
+        root: None,
+    };
+    let protected = protected(store);
+    nodes
+        .iter()
+        .map(|n| match check_write_target(n, &protected, &opts) {
+            Ok(f) if f.size < manifest.source.size => TargetCheck {
+                node: n.clone(),
+                refusal: Some(format!(
+                    "it has {} but the image needs {}; use a larger disk",
+                    human_size(f.size),
+                    human_size(manifest.source.size)
+                )),
+                note: None,
+            },
+            Ok(f) => TargetCheck {
+                node: n.clone(),
+                refusal: None,
+                note: (!f.carries_data.is_empty())
+                    .then(|| format!("holds {}", f.carries_data.join(", "))),
+            },
+            Err(r) => TargetCheck {
+                node: n.clone(),
+                refusal: Some(r.to_string()),
+                note: None,
+            },
+        })
+        .collect()
+}
+
+/// What the confirmation screen names, from a checked plan.
+pub fn confirm_view(plan: &ops::RestorePlan) -> ConfirmView {
+    let (model, serial, size, destroyed) = match &plan.facts {
+        Some(f) => (
+            f.desc.model.clone(),
+            f.desc.serial.clone(),
+            f.size,
+            f.carries_data.clone(),
+        ),
+        None => (None, None, plan.image.manifest.source.size, Vec::new()),
+    };
+    let serial_chars: Vec<char> = serial
+        .as_deref()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    let (word, word_is_serial) = if serial_chars.len() >= 4 {
+        (
+            serial_chars[serial_chars.len() - 4..].iter().collect(),
+            true,
+        )
+    } else {
+        (CONFIRM_WORD.to_string(), false)
+    };
+    ConfirmView {
+        plan_lines: plan.describe(),
+        target: plan.target.clone(),
+        model,
+        serial,
+        size,
+        destroyed,
+        word,
+        word_is_serial,
+    }
+}
+
+fn spawn(spec: JobSpec) -> RunningJob {
+    let (tx, rx) = mpsc::channel();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let mut sink = ChannelSink {
+        tx: tx.clone(),
+        cancel: cancel.clone(),
+        start,
+        last_progress: None,
+    };
+    let handle = std::thread::Builder::new()
+        .name("imprint-job".into())
+        .spawn(move || {
+            let outcome = run_job(&spec, &mut sink);
+            let _ = tx.send(JobMsg::Done {
+                at_ms: start.elapsed().as_millis() as u64,
+                outcome,
+            });
+        })
+        .ok();
+    RunningJob {
+        rx,
+        cancel,
+        start,
+        handle,
+    }
+}
+
+fn secs(ms: u64) -> String {
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+fn per_sec(bytes: u64, ms: u64) -> String {
+    format!(
+        "{}/s",
+        human_size((bytes * 1000).checked_div(ms).unwrap_or(0))
+    )
+}
+
+/// Runs one job on the calling (worker) thread.
+pub fn run_job(spec: &JobSpec, sink: &mut dyn Sink) -> Result<JobSuccess, JobFailure> {
+    match spec {
+        JobSpec::Capture(req) => {
+            let r = ops::capture(req, sink).map_err(|e| failure(&e, JobKind::Capture))?;
+            let m = &r.manifest;
+            Ok(JobSuccess {
+                headline: format!(
+                    "Captured \"{}\" into {}: the image is complete",
+                    m.name,
+                    req.store.display()
+                ),
+                lines: vec![
+                    format!(
+                        "Read {} of a {} disk in {} ({})",
+                        human_size(r.read_bytes),
+                        human_size(m.source.size),
+                        secs(r.elapsed_ms),
+                        per_sec(r.read_bytes, r.elapsed_ms)
+                    ),
+                    format!(
+                        "{} chunks: {} new ({} added to the store), {} already stored, {} empty",
+                        m.stats.chunks,
+                        r.new_chunks,
+                        human_size(r.new_bytes),
+                        r.dedup_chunks,
+                        r.zero_chunks
+                    ),
+                    format!("Root hash {}", m.root_hash),
+                ],
+            })
+        }
+        JobSpec::Restore { req, confirmed } => {
+            let plan = ops::plan_restore(req).map_err(|e| failure(&e, JobKind::Restore))?;
+            if plan.describe() != confirmed.plan_lines {
+                return Err(JobFailure {
+                    kind: "refused".into(),
+                    exit_code: ops::exit::REFUSED,
+                    message: format!(
+                        "{} changed between the confirmation and the start; nothing was written",
+                        req.target.display()
+                    ),
+                    advice: vec!["Start the restore again and check the disk it names.".into()],
+                });
+            }
+            let r = ops::run_restore(&plan, sink).map_err(|e| failure(&e, JobKind::Restore))?;
+            Ok(JobSuccess {
+                headline: format!(
+                    "Restored \"{}\" onto {}",
+                    req.name,
+                    req.target.display()
+                ),
+                lines: vec![
+                    format!(
+                        "Wrote {} in {} chunks in {} ({})",
+                        human_size(r.written_bytes),
+                        r.written_chunks,
+                        secs(r.elapsed_ms),
+                        per_sec(r.written_bytes, r.elapsed_ms)
+                    ),
+                    format!(
+                        "{} chunks in the image, {} needed no write, every chunk's hash checked before writing",
+                        r.chunks, r.skipped_chunks
+                    ),
+                ],
+            })
+        }
+        JobSpec::Verify(req) => {
+            let r = ops::verify(req, sink).map_err(|e| failure(&e, JobKind::Verify))?;
+            let headline = match &req.against {
+                None => format!(
+                    "Image \"{}\" is intact: every chunk and the root hash check out",
+                    req.name
+                ),
+                Some(d) => format!("{} matches image \"{}\"", d.display(), req.name),
+            };
+            Ok(JobSuccess {
+                headline,
+                lines: vec![format!(
+                    "{} chunks, {} read in {} ({})",
+                    r.chunks,
+                    human_size(r.read_bytes),
+                    secs(r.elapsed_ms),
+                    per_sec(r.read_bytes, r.elapsed_ms)
+                )],
+            })
+        }
+    }
+}
+
+/// The error in `ops`' own words, and what to do next.
+pub fn failure(e: &OpsError, kind: JobKind) -> JobFailure {
+    let k = e.kind();
+    let advice: Vec<String> = match (k, kind) {
+        ("cancelled", JobKind::Restore) => vec![
+            "The restore was stopped before it finished: the disk is NOT usable.".into(),
+            "Its partition table areas were zeroed so it cannot boot half-written.".into(),
+            "Run the restore again to get a working disk.".into(),
+        ],
+        ("cancelled", JobKind::Capture) => vec![
+            "No image was committed; earlier images in the store are intact.".into(),
+            "Capturing again reuses the chunks already stored.".into(),
+        ],
+        ("cancelled", JobKind::Verify) => {
+            vec!["Verification was stopped: nothing was proven either way.".into()]
+        }
+        ("refused", _) | ("usage", _) => vec![
+            "Nothing was written.".into(),
+            "Do what the message says, then try again.".into(),
+        ],
+        ("mismatch", JobKind::Verify) => vec![
+            "Do not trust this image or disk: the data differs from what was captured.".into(),
+            "Restore again, or capture a new image, and verify once more.".into(),
+        ],
+        (_, JobKind::Restore) => vec![
+            "The restore did not finish: the disk is NOT usable.".into(),
+            "If writing had started, its partition table areas were zeroed so it cannot boot."
+                .into(),
+            "Fix the cause above (see Tools > Show log), then restore again.".into(),
+        ],
+        (_, JobKind::Capture) => vec![
+            "No image was committed; earlier images in the store are intact.".into(),
+            "Fix the cause above (see Tools > Show log), then capture again.".into(),
+        ],
+        (_, JobKind::Verify) => {
+            vec!["Fix the cause above (see Tools > Show log), then verify again.".into()]
+        }
+    };
+    JobFailure {
+        kind: k.into(),
+        exit_code: e.exit_code(),
+        message: e.to_string(),
+        advice,
+    }
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Loads the console keymap with `loadkeys` (kbd) when the system has it; otherwise
+/// says plainly that only the choice was recorded.
+pub fn set_keyboard(code: &str) -> String {
+    let Some(loadkeys) = find_in_path("loadkeys") else {
+        return format!(
+            "no keymap loader (loadkeys) in this system: \"{code}\" is recorded, but the keyboard still types as before"
+        );
+    };
+    match std::process::Command::new(&loadkeys)
+        .arg(code)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => format!("loaded with {}", loadkeys.display()),
+        Ok(s) => format!(
+            "loadkeys {code} failed ({s}): \"{code}\" is recorded, but the keyboard still types as before"
+        ),
+        Err(e) => format!(
+            "loadkeys could not run ({e}): \"{code}\" is recorded, but the keyboard still types as before"
+        ),
+    }
+}

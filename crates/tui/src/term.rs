@@ -1,0 +1,146 @@
+//! The terminal: raw mode and the alternate screen behind a guard and a panic hook so
+//! the console is always given back, the console size, and the event loop.
+
+use crate::action::keymap;
+use crate::app::{App, Exit};
+use crate::model::DiscoveredDisks;
+use crate::runtime::{dispatch, Runtime};
+use crate::ui::render;
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{self, Event};
+use ratatui::crossterm::{cursor, execute, terminal};
+use ratatui::layout::Rect;
+use ratatui::{Terminal, TerminalOptions, Viewport};
+use std::io;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Disks are listed again this often even without a hotplug event: mounts and swaps
+/// change the in-use marks without one.
+const DISK_POLL: Duration = Duration::from_secs(2);
+/// Stores are read again this often (manifests and maps are checked on every read).
+const STORE_POLL: Duration = Duration::from_secs(30);
+
+/// What `imprint tui` is given.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Store directories besides the boot image's `/run/imprint/store`.
+    pub stores: Vec<PathBuf>,
+}
+
+/// Gives the console back: cooked mode, main screen, cursor shown.
+pub fn suspend() -> io::Result<()> {
+    terminal::disable_raw_mode()?;
+    execute!(io::stdout(), terminal::LeaveAlternateScreen, cursor::Show)
+}
+
+/// Takes the console again after [`suspend`].
+pub fn resume() -> io::Result<()> {
+    terminal::enable_raw_mode()?;
+    execute!(io::stdout(), terminal::EnterAlternateScreen, cursor::Hide)
+}
+
+/// Restores the terminal when dropped, on every way out of [`run`].
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = suspend();
+    }
+}
+
+/// `$COLUMNS`×`$LINES` when set (a serial console cannot be asked), else what the
+/// terminal says, else 80×25: a serial line often reports 0×0.
+pub fn console_size() -> (u16, u16) {
+    let env = |k: &str| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .filter(|v| *v > 0)
+    };
+    if let (Some(w), Some(h)) = (env("COLUMNS"), env("LINES")) {
+        return (w, h);
+    }
+    match terminal::size() {
+        Ok((w, h)) if w > 0 && h > 0 => (w, h),
+        _ => (80, 25),
+    }
+}
+
+/// Runs the TUI until the person quits or asks to reboot or power off. The caller
+/// does the reboot: PID 1 with reboot(2), the CLI just exits.
+pub fn run(opts: Options) -> io::Result<Exit> {
+    let mut paths = vec![PathBuf::from(crate::model::BOOT_STORE)];
+    for p in opts.stores {
+        if !paths.contains(&p) {
+            paths.push(p);
+        }
+    }
+    let mut rt = Runtime::new(Box::new(DiscoveredDisks), paths);
+    rt.interactive = true;
+    let mut app = App::new();
+
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = suspend();
+        prev(info);
+    }));
+    resume()?;
+    let _guard = Guard;
+    let (w, h) = console_size();
+    let mut term = Terminal::with_options(
+        CrosstermBackend::new(io::stdout()),
+        TerminalOptions {
+            viewport: Viewport::Fixed(Rect::new(0, 0, w, h)),
+        },
+    )?;
+    term.clear()?;
+
+    // Without udev the monitor polls sysfs itself; either way a failure to start it
+    // only costs the instant refresh (the periodic one remains).
+    let monitor = disks::DiskMonitor::start(false).ok();
+    let snap = rt.snapshot(true);
+    dispatch(&mut app, &mut rt, snap);
+    let mut last_disks = Instant::now();
+    let mut last_stores = Instant::now();
+    let mut was_running = false;
+    loop {
+        if rt.needs_clear {
+            term.clear()?;
+            rt.needs_clear = false;
+        }
+        term.draw(|f| render(&app, f))?;
+        if let Some(e) = app.exit {
+            return Ok(e);
+        }
+        if event::poll(Duration::from_millis(100))? {
+            match event::read()? {
+                Event::Key(k) => {
+                    if let Some(a) = keymap(&app, k) {
+                        dispatch(&mut app, &mut rt, a);
+                    }
+                }
+                Event::Resize(w, h) if w > 0 && h > 0 => term.resize(Rect::new(0, 0, w, h))?,
+                _ => {}
+            }
+        }
+        for a in rt.poll() {
+            dispatch(&mut app, &mut rt, a);
+        }
+        let hotplug = monitor
+            .as_ref()
+            .is_some_and(|m| m.events().try_iter().count() > 0);
+        // A finished job changed a store (capture) or a disk (restore).
+        let job_ended = was_running && !app.job_running();
+        was_running = app.job_running();
+        let stores_due = hotplug || job_ended || last_stores.elapsed() >= STORE_POLL;
+        if stores_due || last_disks.elapsed() >= DISK_POLL {
+            let snap = rt.snapshot(stores_due);
+            dispatch(&mut app, &mut rt, snap);
+            last_disks = Instant::now();
+            if stores_due {
+                last_stores = Instant::now();
+            }
+        }
+    }
+}

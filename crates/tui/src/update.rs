@@ -1,0 +1,774 @@
+//! The one place the UI's state changes. Pure: no I/O, no clock; whatever needs the
+//! world is returned as an [`Effect`] and comes back as an [`Action`].
+
+use crate::action::{Action, Effect, JobMsg, JobSpec};
+use crate::app::{
+    App, ConfirmView, Exit, HomeFocus, JobKind, JobView, Popup, ResultView, Screen, TargetCheck,
+    LAYOUTS, RATE_WINDOW_MS, RESTORE_OPTIONS, TOOLS,
+};
+use crate::model::{DiskRow, StoreRow};
+use disks::usage::human_size;
+use std::path::PathBuf;
+
+/// Longest description kept (the manifest has no limit; the screen has).
+const MAX_DESCRIPTION: usize = 200;
+/// Log lines kept.
+const MAX_LOG: usize = 1000;
+
+/// Applies one action; returns what the runtime must do.
+pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Refresh { disks, stores } => return refresh(app, disks, stores),
+        Action::Checked(checks) => {
+            if app.screen == Screen::RestoreTarget {
+                app.restore.checks = checks;
+            }
+            return vec![];
+        }
+        Action::Planned(plan) => return planned(app, plan),
+        Action::Job(msg) => {
+            job_msg(app, msg);
+            return vec![];
+        }
+        Action::Tick(ms) => {
+            if app.job_running() {
+                app.job.elapsed_ms = app.job.elapsed_ms.max(ms);
+            }
+            return vec![];
+        }
+        Action::KeyboardApplied { layout, note } => {
+            log(app, format!("keyboard {layout}: {note}"));
+            app.layout_note = Some(note);
+            return vec![];
+        }
+        Action::ShellReturned(r) => {
+            match r {
+                Ok(()) => log(app, "rescue shell ended".into()),
+                Err(e) => {
+                    log(app, format!("rescue shell: {e}"));
+                    app.status = Some(format!("the rescue shell could not start: {e}"));
+                }
+            }
+            return vec![];
+        }
+        _ => {}
+    }
+    if let Some(popup) = app.popup.clone() {
+        return answer_popup(app, popup, action);
+    }
+    app.status = None;
+    match app.screen {
+        Screen::Home => home(app, action),
+        Screen::CaptureSource => {
+            let n = app.disks.len();
+            match action {
+                Action::Select => match app.disks.get(app.capture.source_sel) {
+                    Some(d) => {
+                        app.capture.source = Some(d.clone());
+                        if app.writable_stores().is_empty() {
+                            app.status = Some(
+                                "no store to write to: mount the IMPRINT partition or start with --store PATH"
+                                    .into(),
+                            );
+                        } else {
+                            app.screen = Screen::CaptureStore;
+                        }
+                    }
+                    None => app.status = Some("no disk to capture".into()),
+                },
+                Action::Back => app.screen = Screen::Home,
+                a => move_sel(&mut app.capture.source_sel, n, &a),
+            }
+            vec![]
+        }
+        Screen::CaptureStore => {
+            let stores: Vec<StoreRow> = app.writable_stores().into_iter().cloned().collect();
+            match action {
+                Action::Select => {
+                    if let Some(s) = stores.get(app.capture.store_sel) {
+                        app.capture.store = Some(s.clone());
+                        app.screen = Screen::CaptureName;
+                    }
+                }
+                Action::Back => app.screen = Screen::CaptureSource,
+                a => move_sel(&mut app.capture.store_sel, stores.len(), &a),
+            }
+            vec![]
+        }
+        Screen::CaptureName => {
+            match action {
+                Action::Input(c)
+                    if app.capture.name.len() + c.len_utf8() <= imaging::format::MAX_NAME_LEN =>
+                {
+                    app.capture.name.push(c);
+                }
+                Action::Erase => {
+                    app.capture.name.pop();
+                }
+                Action::Select => match name_problem(app) {
+                    None => app.screen = Screen::CaptureDescription,
+                    Some(p) => app.status = Some(p),
+                },
+                Action::Back => app.screen = Screen::CaptureStore,
+                _ => {}
+            }
+            vec![]
+        }
+        Screen::CaptureDescription => {
+            match action {
+                Action::Input(c) if app.capture.description.chars().count() < MAX_DESCRIPTION => {
+                    app.capture.description.push(c);
+                }
+                Action::Erase => {
+                    app.capture.description.pop();
+                }
+                Action::Select => app.screen = Screen::CaptureSummary,
+                Action::Back => app.screen = Screen::CaptureName,
+                _ => {}
+            }
+            vec![]
+        }
+        Screen::CaptureSummary => match action {
+            Action::Select => start_capture(app),
+            Action::Back => {
+                app.screen = Screen::CaptureDescription;
+                vec![]
+            }
+            _ => vec![],
+        },
+        Screen::RestoreStore => {
+            let stores: Vec<PathBuf> = app
+                .stores_with_images()
+                .iter()
+                .map(|s| s.path.clone())
+                .collect();
+            match action {
+                Action::Select => {
+                    if let Some(s) = stores.get(app.restore.store_sel) {
+                        app.restore.store = Some(s.clone());
+                        app.restore.image_sel = 0;
+                        app.screen = Screen::RestoreImage;
+                    }
+                }
+                Action::Back => app.screen = Screen::Home,
+                a => move_sel(&mut app.restore.store_sel, stores.len(), &a),
+            }
+            vec![]
+        }
+        Screen::RestoreImage => {
+            let store = app.restore.store.clone().unwrap_or_default();
+            let images: Vec<_> = app.images_of(&store).into_iter().cloned().collect();
+            match action {
+                Action::Select => {
+                    if let Some(img) = images.get(app.restore.image_sel) {
+                        app.restore.image = Some(img.clone());
+                        app.restore.checks.clear();
+                        app.restore.target_sel = 0;
+                        app.screen = Screen::RestoreTarget;
+                        return vec![check_targets(app)];
+                    }
+                }
+                Action::Back => app.screen = Screen::RestoreStore,
+                a => move_sel(&mut app.restore.image_sel, images.len(), &a),
+            }
+            vec![]
+        }
+        Screen::RestoreTarget => {
+            match action {
+                Action::Select => {
+                    let Some(d) = app.disks.get(app.restore.target_sel) else {
+                        app.status = Some("no disk to restore onto".into());
+                        return vec![];
+                    };
+                    match app.restore.checks.iter().find(|c| c.node == d.node) {
+                        None => app.status = Some("still checking this disk; wait a moment".into()),
+                        Some(TargetCheck {
+                            refusal: Some(r), ..
+                        }) => app.status = Some(format!("cannot use this disk: {r}")),
+                        Some(_) => {
+                            app.restore.target = Some(d.node.clone());
+                            app.restore.option_sel = 0;
+                            app.screen = Screen::RestoreOptions;
+                        }
+                    }
+                }
+                Action::Back => app.screen = Screen::RestoreImage,
+                a => move_sel(&mut app.restore.target_sel, app.disks.len(), &a),
+            }
+            vec![]
+        }
+        Screen::RestoreOptions => match action {
+            Action::Select => match RESTORE_OPTIONS[app.restore.option_sel].1 {
+                Some(why) => {
+                    app.status = Some(format!("{why}; choose the whole disk"));
+                    vec![]
+                }
+                None => {
+                    app.status = Some("checking the target...".into());
+                    vec![Effect::PlanRestore(restore_request(app))]
+                }
+            },
+            Action::Back => {
+                app.screen = Screen::RestoreTarget;
+                vec![]
+            }
+            a => {
+                move_sel(&mut app.restore.option_sel, RESTORE_OPTIONS.len(), &a);
+                vec![]
+            }
+        },
+        Screen::RestoreConfirm => confirm_key(app, action),
+        Screen::VerifyStore => {
+            let stores: Vec<PathBuf> = app
+                .stores_with_images()
+                .iter()
+                .map(|s| s.path.clone())
+                .collect();
+            match action {
+                Action::Select => {
+                    if let Some(s) = stores.get(app.verify.store_sel) {
+                        app.verify.store = Some(s.clone());
+                        app.verify.image_sel = 0;
+                        app.screen = Screen::VerifyImage;
+                    }
+                }
+                Action::Back => app.screen = Screen::Home,
+                a => move_sel(&mut app.verify.store_sel, stores.len(), &a),
+            }
+            vec![]
+        }
+        Screen::VerifyImage => {
+            let store = app.verify.store.clone().unwrap_or_default();
+            let images: Vec<String> = app
+                .images_of(&store)
+                .iter()
+                .map(|i| i.name.clone())
+                .collect();
+            match action {
+                Action::Select => {
+                    if let Some(n) = images.get(app.verify.image_sel) {
+                        app.verify.image = Some(n.clone());
+                        app.verify.mode_sel = 0;
+                        app.screen = Screen::VerifyMode;
+                    }
+                }
+                Action::Back => app.screen = Screen::VerifyStore,
+                a => move_sel(&mut app.verify.image_sel, images.len(), &a),
+            }
+            vec![]
+        }
+        Screen::VerifyMode => match action {
+            Action::Select if app.verify.mode_sel == 0 => start_verify(app, None),
+            Action::Select => {
+                app.verify.target_sel = 0;
+                app.screen = Screen::VerifyTarget;
+                vec![]
+            }
+            Action::Back => {
+                app.screen = Screen::VerifyImage;
+                vec![]
+            }
+            a => {
+                move_sel(&mut app.verify.mode_sel, 2, &a);
+                vec![]
+            }
+        },
+        Screen::VerifyTarget => match action {
+            Action::Select => match app.disks.get(app.verify.target_sel) {
+                Some(d) => {
+                    let node = d.node.clone();
+                    start_verify(app, Some(node))
+                }
+                None => vec![],
+            },
+            Action::Back => {
+                app.screen = Screen::VerifyMode;
+                vec![]
+            }
+            a => {
+                move_sel(&mut app.verify.target_sel, app.disks.len(), &a);
+                vec![]
+            }
+        },
+        Screen::Progress => {
+            if matches!(action, Action::Cancel) && app.job_running() {
+                if app.job.cancel_requested {
+                    app.status = Some("already stopping at the next chunk boundary".into());
+                } else {
+                    app.popup = Some(Popup::ConfirmCancel);
+                }
+            }
+            vec![]
+        }
+        Screen::Result => match action {
+            Action::Verify => {
+                let offer = app.result.as_ref().and_then(|r| r.verify_offer.clone());
+                match offer {
+                    Some((store, name, target)) => {
+                        app.verify.store = Some(store);
+                        app.verify.image = Some(name);
+                        start_verify(app, Some(target))
+                    }
+                    None => vec![],
+                }
+            }
+            Action::Select | Action::Back | Action::Quit => {
+                app.screen = Screen::Home;
+                vec![]
+            }
+            _ => vec![],
+        },
+        Screen::Tools => match action {
+            Action::Select => match app.tools_sel {
+                0 => {
+                    log(app, "rescue shell started".into());
+                    vec![Effect::Shell]
+                }
+                1 => {
+                    app.screen = Screen::Log;
+                    vec![]
+                }
+                2 => {
+                    app.layout_sel = LAYOUTS
+                        .iter()
+                        .position(|(c, _)| *c == app.layout)
+                        .unwrap_or(0);
+                    app.screen = Screen::Keyboard;
+                    vec![]
+                }
+                3 => {
+                    app.popup = Some(Popup::ConfirmReboot);
+                    vec![]
+                }
+                _ => {
+                    app.popup = Some(Popup::ConfirmPowerOff);
+                    vec![]
+                }
+            },
+            Action::Back | Action::Quit => {
+                app.screen = Screen::Home;
+                vec![]
+            }
+            a => {
+                move_sel(&mut app.tools_sel, TOOLS.len(), &a);
+                vec![]
+            }
+        },
+        Screen::Keyboard => match action {
+            Action::Select => {
+                let code = LAYOUTS[app.layout_sel].0.to_string();
+                app.layout = code.clone();
+                app.layout_note = Some("applying...".into());
+                vec![Effect::SetKeyboard(code)]
+            }
+            Action::Back | Action::Quit => {
+                app.screen = Screen::Tools;
+                vec![]
+            }
+            a => {
+                move_sel(&mut app.layout_sel, LAYOUTS.len(), &a);
+                vec![]
+            }
+        },
+        Screen::Log => {
+            let max = app.log.len().saturating_sub(1);
+            match action {
+                Action::Up => app.log_scroll = app.log_scroll.saturating_sub(1),
+                Action::Down => app.log_scroll = (app.log_scroll + 1).min(max),
+                Action::PageUp => app.log_scroll = app.log_scroll.saturating_sub(10),
+                Action::PageDown => app.log_scroll = (app.log_scroll + 10).min(max),
+                Action::Back | Action::Quit | Action::Select => app.screen = Screen::Home,
+                _ => {}
+            }
+            vec![]
+        }
+    }
+}
+
+fn log(app: &mut App, line: String) {
+    app.log.push(line);
+    if app.log.len() > MAX_LOG {
+        let extra = app.log.len() - MAX_LOG;
+        app.log.drain(..extra);
+    }
+}
+
+/// Up/Down/PageUp/PageDown over a list of `n`.
+fn move_sel(sel: &mut usize, n: usize, action: &Action) {
+    if n == 0 {
+        *sel = 0;
+        return;
+    }
+    *sel = match action {
+        Action::Up => sel.saturating_sub(1),
+        Action::Down => (*sel + 1).min(n - 1),
+        Action::PageUp => sel.saturating_sub(10),
+        Action::PageDown => (*sel + 10).min(n - 1),
+        _ => *sel,
+    }
+    .min(n - 1);
+}
+
+/// Rows of the home screen's store pane: each store, then its images.
+pub fn store_lines(app: &App) -> usize {
+    app.stores.iter().map(|s| 1 + s.images().len()).sum()
+}
+
+fn home(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Focus => {
+            app.focus = match app.focus {
+                HomeFocus::Disks => HomeFocus::Stores,
+                HomeFocus::Stores => HomeFocus::Disks,
+            }
+        }
+        a @ (Action::Up | Action::Down | Action::PageUp | Action::PageDown) => match app.focus {
+            HomeFocus::Disks => move_sel(&mut app.disk_sel, app.disks.len(), &a),
+            HomeFocus::Stores => {
+                let n = store_lines(app);
+                move_sel(&mut app.store_sel, n, &a)
+            }
+        },
+        Action::Capture => {
+            if app.disks.is_empty() {
+                app.status = Some("no disks found: plug one in, it appears here by itself".into());
+            } else {
+                app.capture = Default::default();
+                app.capture.source_sel = app.disk_sel.min(app.disks.len() - 1);
+                app.screen = Screen::CaptureSource;
+            }
+        }
+        Action::Restore | Action::Verify => {
+            if app.stores_with_images().is_empty() {
+                app.status = Some(
+                    "no store holds an image yet: capture one first, or start with --store PATH"
+                        .into(),
+                );
+            } else if matches!(action, Action::Restore) {
+                app.restore = Default::default();
+                app.screen = Screen::RestoreStore;
+            } else {
+                app.verify = Default::default();
+                app.screen = Screen::VerifyStore;
+            }
+        }
+        Action::Tools => app.screen = Screen::Tools,
+        Action::Log => app.screen = Screen::Log,
+        Action::Quit => app.exit = Some(Exit::Quit),
+        _ => {}
+    }
+    vec![]
+}
+
+fn refresh(app: &mut App, disks: Vec<DiskRow>, stores: Vec<StoreRow>) -> Vec<Effect> {
+    let old: Vec<PathBuf> = app.disks.iter().map(|d| d.node.clone()).collect();
+    let new: Vec<PathBuf> = disks.iter().map(|d| d.node.clone()).collect();
+    for n in new.iter().filter(|n| !old.contains(n)) {
+        if !old.is_empty() {
+            log(app, format!("disk appeared: {}", n.display()));
+        }
+    }
+    for n in old.iter().filter(|n| !new.contains(n)) {
+        log(app, format!("disk removed: {}", n.display()));
+    }
+    let changed = app.disks != disks;
+    app.disks = disks;
+    app.stores = stores;
+    let clamp = |sel: &mut usize, n: usize| *sel = (*sel).min(n.saturating_sub(1));
+    clamp(&mut app.disk_sel, app.disks.len());
+    let lines = store_lines(app);
+    clamp(&mut app.store_sel, lines);
+    clamp(&mut app.capture.source_sel, app.disks.len());
+    clamp(&mut app.restore.target_sel, app.disks.len());
+    clamp(&mut app.verify.target_sel, app.disks.len());
+    if changed && app.screen == Screen::RestoreTarget {
+        return vec![check_targets(app)];
+    }
+    vec![]
+}
+
+fn check_targets(app: &App) -> Effect {
+    Effect::CheckTargets {
+        store: app.restore.store.clone().unwrap_or_default(),
+        image: app
+            .restore
+            .image
+            .as_ref()
+            .map(|i| i.name.clone())
+            .unwrap_or_default(),
+        nodes: app.disks.iter().map(|d| d.node.clone()).collect(),
+    }
+}
+
+/// Why the typed name cannot be used, if it cannot.
+pub fn name_problem(app: &App) -> Option<String> {
+    let name = &app.capture.name;
+    if let Err(reason) = imaging::format::validate_name(name) {
+        return Some(format!("this name cannot be used: {reason}"));
+    }
+    let taken = app
+        .capture
+        .store
+        .as_ref()
+        .map(|s| s.images().iter().any(|i| i.name.eq_ignore_ascii_case(name)))
+        .unwrap_or(false);
+    taken.then(|| "the store already has an image of this name (names ignore case)".into())
+}
+
+/// Upper bound of the bytes a capture adds to the store: the disk's size (empty
+/// chunks are not stored and the rest is compressed, so usually far less).
+pub fn capture_estimate(app: &App) -> u64 {
+    app.capture.source.as_ref().map(|d| d.size).unwrap_or(0)
+}
+
+/// Why the capture cannot fit, decided before anything is read.
+pub fn capture_refusal(app: &App) -> Option<String> {
+    let store = app.capture.store.as_ref()?;
+    let free = store.free_bytes?;
+    // A store needs room for at least one pack header, a chunk and a manifest.
+    (free < 2 * u64::from(imaging::DEFAULT_CHUNK_SIZE)).then(|| {
+        format!(
+            "the store {} has only {} free: free space on it or choose another store",
+            store.path.display(),
+            human_size(free)
+        )
+    })
+}
+
+fn start_capture(app: &mut App) -> Vec<Effect> {
+    if let Some(r) = capture_refusal(app) {
+        app.status = Some(r);
+        return vec![];
+    }
+    let (Some(src), Some(store)) = (&app.capture.source, &app.capture.store) else {
+        return vec![];
+    };
+    let req = ops::CaptureRequest {
+        source: src.node.clone(),
+        store: store.path.clone(),
+        name: app.capture.name.clone(),
+        description: app.capture.description.clone(),
+        level: 3,
+        chunk_size: imaging::DEFAULT_CHUNK_SIZE,
+        force: false,
+        threads: 0,
+    };
+    let title = format!(
+        "Capturing {} into {} as \"{}\"",
+        src.node.display(),
+        store.path.display(),
+        req.name
+    );
+    begin_job(app, JobKind::Capture, title);
+    vec![Effect::StartJob(JobSpec::Capture(req))]
+}
+
+fn restore_request(app: &App) -> ops::RestoreRequest {
+    ops::RestoreRequest {
+        store: app.restore.store.clone().unwrap_or_default(),
+        name: app
+            .restore
+            .image
+            .as_ref()
+            .map(|i| i.name.clone())
+            .unwrap_or_default(),
+        target: app.restore.target.clone().unwrap_or_default(),
+        // The typed confirmation is what allows overwriting a disk that carries data;
+        // every other interlock still applies.
+        force: true,
+        ..Default::default()
+    }
+}
+
+fn planned(app: &mut App, plan: Result<ConfirmView, String>) -> Vec<Effect> {
+    if app.screen != Screen::RestoreOptions {
+        return vec![];
+    }
+    app.status = None;
+    match plan {
+        Ok(mut view) => {
+            // Prefer the partitions as discovery names them (fs, label, size).
+            if let Some(d) = app.disks.iter().find(|d| d.node == view.target) {
+                if !d.partitions.is_empty() {
+                    view.destroyed = d.partitions.iter().map(|p| p.describe()).collect();
+                }
+            }
+            app.restore.confirm = Some(view);
+            app.restore.typed.clear();
+            app.restore.mismatch = false;
+            app.screen = Screen::RestoreConfirm;
+        }
+        Err(msg) => {
+            log(app, format!("restore refused: {msg}"));
+            app.popup = Some(Popup::Message {
+                title: "Restore refused: nothing was written".into(),
+                lines: vec![msg],
+            });
+        }
+    }
+    vec![]
+}
+
+/// True when the typed text is the word the confirmation asks for.
+pub fn confirmation_matches(view: &ConfirmView, typed: &str) -> bool {
+    !view.word.is_empty() && typed.trim().eq_ignore_ascii_case(&view.word)
+}
+
+fn confirm_key(app: &mut App, action: Action) -> Vec<Effect> {
+    match action {
+        Action::Input(c) => {
+            if app.restore.typed.chars().count() < 40 {
+                app.restore.typed.push(c);
+            }
+            app.restore.mismatch = false;
+        }
+        Action::Erase => {
+            app.restore.typed.pop();
+            app.restore.mismatch = false;
+        }
+        Action::Back => {
+            app.restore.typed.clear();
+            app.restore.confirm = None;
+            app.screen = Screen::RestoreOptions;
+        }
+        Action::Select => {
+            let Some(view) = app.restore.confirm.clone() else {
+                return vec![];
+            };
+            if !confirmation_matches(&view, &app.restore.typed) {
+                app.restore.mismatch = true;
+                app.status = Some(format!(
+                    "\"{}\" is not \"{}\": nothing was written",
+                    app.restore.typed, view.word
+                ));
+                return vec![];
+            }
+            let req = restore_request(app);
+            let title = format!("Restoring \"{}\" onto {}", req.name, req.target.display());
+            begin_job(app, JobKind::Restore, title);
+            return vec![Effect::StartJob(JobSpec::Restore {
+                req,
+                confirmed: view,
+            })];
+        }
+        _ => {}
+    }
+    vec![]
+}
+
+fn start_verify(app: &mut App, against: Option<PathBuf>) -> Vec<Effect> {
+    let req = ops::VerifyRequest {
+        store: app.verify.store.clone().unwrap_or_default(),
+        name: app.verify.image.clone().unwrap_or_default(),
+        against,
+        threads: 0,
+    };
+    let title = match &req.against {
+        None => format!("Verifying image \"{}\"", req.name),
+        Some(d) => format!("Comparing {} with image \"{}\"", d.display(), req.name),
+    };
+    begin_job(app, JobKind::Verify, title);
+    vec![Effect::StartJob(JobSpec::Verify(req))]
+}
+
+fn begin_job(app: &mut App, kind: JobKind, title: String) {
+    log(app, format!("{title}: started"));
+    app.job = JobView {
+        kind: Some(kind),
+        title,
+        phase: "starting".into(),
+        ..Default::default()
+    };
+    app.result = None;
+    app.screen = Screen::Progress;
+}
+
+fn job_msg(app: &mut App, msg: JobMsg) {
+    match msg {
+        JobMsg::Event { at_ms, event } => {
+            app.job.elapsed_ms = app.job.elapsed_ms.max(at_ms);
+            match event {
+                imaging::Event::Phase(p) => {
+                    app.job.phase = p.to_string();
+                    log(app, format!("phase: {p}"));
+                }
+                imaging::Event::Progress(p) => {
+                    app.job.progress = p;
+                    let s = &mut app.job.samples;
+                    s.push_back((at_ms, p.done_bytes));
+                    while s.len() > 2 && s.front().is_some_and(|(t, _)| at_ms - t > RATE_WINDOW_MS)
+                    {
+                        s.pop_front();
+                    }
+                }
+                imaging::Event::Warning(w) => {
+                    log(app, format!("warning: {w}"));
+                    app.job.warnings.push(w);
+                }
+            }
+        }
+        JobMsg::Done { at_ms, outcome } => {
+            let Some(kind) = app.job.kind else { return };
+            app.job.elapsed_ms = app.job.elapsed_ms.max(at_ms);
+            app.job.finished = true;
+            match &outcome {
+                Ok(s) => log(app, format!("{}: {}", app.job.title, s.headline)),
+                Err(f) => log(
+                    app,
+                    format!("{}: FAILED ({}): {}", app.job.title, f.kind, f.message),
+                ),
+            }
+            let verify_offer = match (&outcome, kind) {
+                (Ok(_), JobKind::Restore) => Some((
+                    app.restore.store.clone().unwrap_or_default(),
+                    app.restore
+                        .image
+                        .as_ref()
+                        .map(|i| i.name.clone())
+                        .unwrap_or_default(),
+                    app.restore.target.clone().unwrap_or_default(),
+                )),
+                _ => None,
+            };
+            app.result = Some(ResultView {
+                kind,
+                title: app.job.title.clone(),
+                outcome,
+                warnings: app.job.warnings.clone(),
+                verify_offer,
+            });
+            if app.popup == Some(Popup::ConfirmCancel) {
+                app.popup = None;
+            }
+            app.screen = Screen::Result;
+        }
+    }
+}
+
+fn answer_popup(app: &mut App, popup: Popup, action: Action) -> Vec<Effect> {
+    let yes = match action {
+        Action::Yes => true,
+        Action::No => false,
+        _ => return vec![],
+    };
+    app.popup = None;
+    match popup {
+        Popup::ConfirmCancel if yes && app.job_running() => {
+            app.job.cancel_requested = true;
+            log(
+                app,
+                "cancel requested: stopping at the next chunk boundary".into(),
+            );
+            vec![Effect::CancelJob]
+        }
+        Popup::ConfirmReboot if yes => {
+            app.exit = Some(Exit::Reboot);
+            vec![]
+        }
+        Popup::ConfirmPowerOff if yes => {
+            app.exit = Some(Exit::PowerOff);
+            vec![]
+        }
+        _ => vec![],
+    }
+}

@@ -1,0 +1,257 @@
+//! The state machine: what `update` allows and what it asks the runtime to do.
+
+mod common;
+
+use common::*;
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use tui::app::{JobFailure, Popup};
+use tui::{keymap, Action, Effect, Exit, JobMsg, JobSpec, Screen};
+
+fn starts_restore(fx: &[Effect]) -> bool {
+    fx.iter()
+        .any(|e| matches!(e, Effect::StartJob(JobSpec::Restore { .. })))
+}
+
+#[test]
+fn restore_never_starts_without_the_typed_confirmation() {
+    let mut app = app();
+    to_confirm(&mut app);
+    assert_eq!(app.screen, Screen::RestoreConfirm);
+    assert!(!starts_restore(&send(&mut app, Action::Select)));
+    assert_eq!(app.screen, Screen::RestoreConfirm);
+    assert!(app.restore.mismatch);
+}
+
+#[test]
+fn wrong_characters_keep_the_restore_locked() {
+    let mut app = app();
+    to_confirm(&mut app);
+    for wrong in ["3456", "345", "345K5", "S4EVNX0M912345K", "ERASE", "yes"] {
+        type_text(&mut app, wrong);
+        assert!(!starts_restore(&send(&mut app, Action::Select)), "{wrong}");
+        assert_eq!(app.screen, Screen::RestoreConfirm);
+        while !app.restore.typed.is_empty() {
+            send(&mut app, Action::Erase);
+        }
+    }
+    type_text(&mut app, "345k");
+    let fx = send(&mut app, Action::Select);
+    assert!(starts_restore(&fx), "{fx:?}");
+    assert_eq!(app.screen, Screen::Progress);
+    match &fx[0] {
+        Effect::StartJob(JobSpec::Restore { req, confirmed }) => {
+            assert_eq!(req.target, std::path::PathBuf::from("/dev/nvme0n1"));
+            assert_eq!(req.name, "lab-win11-2024-05");
+            assert_eq!(confirmed.word, "345K");
+        }
+        e => panic!("{e:?}"),
+    }
+}
+
+#[test]
+fn going_back_from_the_confirmation_forgets_what_was_typed() {
+    let mut app = app();
+    to_confirm(&mut app);
+    type_text(&mut app, "345K");
+    send(&mut app, Action::Back);
+    assert_eq!(app.screen, Screen::RestoreOptions);
+    assert!(app.restore.typed.is_empty() && app.restore.confirm.is_none());
+}
+
+#[test]
+fn refused_disks_cannot_be_chosen() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Down); // sda: mounted
+    assert!(send(&mut app, Action::Select).is_empty());
+    assert_eq!(app.screen, Screen::RestoreTarget);
+    assert!(app.status.as_deref().unwrap().contains("mounted"));
+}
+
+#[test]
+fn disks_not_yet_checked_cannot_be_chosen() {
+    let mut app = app();
+    send(&mut app, Action::Restore);
+    send(&mut app, Action::Select);
+    let fx = send(&mut app, Action::Select);
+    assert!(matches!(fx.as_slice(), [Effect::CheckTargets { nodes, .. }] if nodes.len() == 4));
+    assert!(send(&mut app, Action::Select).is_empty());
+    assert_eq!(app.screen, Screen::RestoreTarget);
+}
+
+#[test]
+fn a_hotplugged_disk_is_checked_again_on_the_target_list() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    let mut d = disks();
+    d.pop();
+    let fx = send(
+        &mut app,
+        Action::Refresh {
+            disks: d,
+            stores: stores(),
+        },
+    );
+    assert!(matches!(fx.as_slice(), [Effect::CheckTargets { nodes, .. }] if nodes.len() == 3));
+    assert!(app.log.iter().any(|l| l.contains("disk removed: /dev/vda")));
+}
+
+#[test]
+fn unavailable_restore_options_do_not_plan() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Down);
+    assert!(send(&mut app, Action::Select).is_empty());
+    assert!(app.status.as_deref().unwrap().contains("not available"));
+}
+
+#[test]
+fn a_refused_plan_writes_nothing_and_says_why() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Select);
+    assert!(send(&mut app, Action::Planned(Err("too small".into()))).is_empty());
+    assert_eq!(app.screen, Screen::RestoreOptions);
+    assert!(matches!(&app.popup, Some(Popup::Message { lines, .. }) if lines[0] == "too small"));
+    send(&mut app, Action::No);
+    assert!(app.popup.is_none());
+}
+
+#[test]
+fn cancel_asks_first() {
+    let mut app = app();
+    to_confirm(&mut app);
+    type_text(&mut app, "345K");
+    send(&mut app, Action::Select);
+    assert!(send(&mut app, Action::Cancel).is_empty());
+    assert_eq!(app.popup, Some(Popup::ConfirmCancel));
+    assert!(send(&mut app, Action::No).is_empty());
+    assert!(app.popup.is_none() && !app.job.cancel_requested);
+    send(&mut app, Action::Cancel);
+    let fx = send(&mut app, Action::Yes);
+    assert!(matches!(fx.as_slice(), [Effect::CancelJob]));
+    assert!(app.job.cancel_requested);
+    // A second request does not ask again nor send a second cancel.
+    assert!(send(&mut app, Action::Cancel).is_empty());
+    assert!(app.popup.is_none());
+}
+
+#[test]
+fn a_failed_job_shows_the_failure_not_success() {
+    let mut app = app();
+    to_confirm(&mut app);
+    type_text(&mut app, "345K");
+    send(&mut app, Action::Select);
+    send(
+        &mut app,
+        Action::Job(JobMsg::Done {
+            at_ms: 5,
+            outcome: Err(JobFailure {
+                kind: "cancelled".into(),
+                exit_code: 5,
+                message: "cancelled".into(),
+                advice: vec!["Run the restore again to get a working disk.".into()],
+            }),
+        }),
+    );
+    assert_eq!(app.screen, Screen::Result);
+    let r = app.result.as_ref().unwrap();
+    assert!(r.outcome.is_err() && r.verify_offer.is_none());
+    let text = screen(&app);
+    assert!(text.contains("CANCELLED (exit code 5)"), "{text}");
+    assert!(!text.to_lowercase().contains("success"), "{text}");
+    // No verify offer after a failure.
+    assert!(send(&mut app, Action::Verify).is_empty());
+}
+
+#[test]
+fn keys_leave_the_progress_screen_only_through_cancel() {
+    let mut app = app();
+    to_confirm(&mut app);
+    type_text(&mut app, "345K");
+    send(&mut app, Action::Select);
+    for a in [Action::Back, Action::Quit, Action::Tools, Action::Select] {
+        send(&mut app, a);
+        assert_eq!(app.screen, Screen::Progress);
+        assert!(app.exit.is_none());
+    }
+}
+
+#[test]
+fn the_capture_name_is_validated_before_going_on() {
+    let mut app = app();
+    send(&mut app, Action::Capture);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Select);
+    type_text(&mut app, "CON");
+    send(&mut app, Action::Select);
+    assert_eq!(app.screen, Screen::CaptureName);
+    while !app.capture.name.is_empty() {
+        send(&mut app, Action::Erase);
+    }
+    type_text(&mut app, "Reception-PC");
+    send(&mut app, Action::Select);
+    assert_eq!(
+        app.screen,
+        Screen::CaptureName,
+        "names are unique ignoring case"
+    );
+    type_text(&mut app, " 2");
+    send(&mut app, Action::Select);
+    assert_eq!(app.screen, Screen::CaptureDescription);
+    send(&mut app, Action::Select);
+    let fx = send(&mut app, Action::Select);
+    match fx.as_slice() {
+        [Effect::StartJob(JobSpec::Capture(req))] => {
+            assert_eq!(req.name, "Reception-PC 2");
+            assert_eq!(req.source, std::path::PathBuf::from("/dev/nvme0n1"));
+            assert!(!req.force, "a mounted source is never captured silently");
+        }
+        f => panic!("{f:?}"),
+    }
+}
+
+#[test]
+fn text_fields_take_letters_that_are_keys_elsewhere() {
+    let mut app = app();
+    send(&mut app, Action::Capture);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Select);
+    let q = KeyEvent::new(KeyCode::Char('q'), KeyModifiers::NONE);
+    assert!(matches!(keymap(&app, q), Some(Action::Input('q'))));
+    app.screen = Screen::Home;
+    assert!(matches!(keymap(&app, q), Some(Action::Quit)));
+}
+
+#[test]
+fn reboot_and_power_off_ask_then_return_to_the_caller() {
+    let mut app = app();
+    send(&mut app, Action::Tools);
+    for _ in 0..3 {
+        send(&mut app, Action::Down);
+    }
+    send(&mut app, Action::Select);
+    send(&mut app, Action::No);
+    assert_eq!(app.exit, None);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Yes);
+    assert_eq!(app.exit, Some(Exit::Reboot));
+    let mut app = common::app();
+    send(&mut app, Action::Tools);
+    for _ in 0..4 {
+        send(&mut app, Action::Down);
+    }
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Yes);
+    assert_eq!(app.exit, Some(Exit::PowerOff));
+}
+
+#[test]
+fn restore_and_verify_need_a_store_with_images() {
+    let mut app = tui::App::new();
+    send(&mut app, Action::Restore);
+    assert_eq!(app.screen, Screen::Home);
+    assert!(app.status.is_some());
+}
