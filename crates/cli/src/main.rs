@@ -107,6 +107,12 @@ enum Command {
     Images { store: PathBuf },
     /// Show one image's details and partition table.
     Info { store: PathBuf, name: String },
+    /// The text UI: disks, stores, capture, restore and verify with the keyboard.
+    Tui {
+        /// A store directory to show besides /run/imprint/store (repeatable).
+        #[arg(long)]
+        store: Vec<PathBuf>,
+    },
     /// List the disks of this machine, what they hold and what uses them.
     Disks {
         /// Also list loop, ram, optical and similar devices.
@@ -160,6 +166,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Verify { .. } => "verify",
         Command::Images { .. } => "images",
         Command::Info { .. } => "info",
+        Command::Tui { .. } => "tui",
         Command::Disks { .. } => "disks",
     }
 }
@@ -167,6 +174,17 @@ fn command_name(c: &Command) -> &'static str {
 fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
     let json = rep.json();
     match command {
+        Command::Tui { store } => {
+            let exit = tui::run(tui::Options { stores: store }).map_err(|source| OpsError::Io {
+                what: "running the text UI on",
+                path: "/dev/tty".into(),
+                source,
+            })?;
+            if exit != tui::Exit::Quit {
+                // reboot(2) is PID 1's job (imprint-init uses tui::run's answer).
+                eprintln!("imprint: {exit:?} asked for; the CLI does not reboot, exiting");
+            }
+        }
         Command::Capture {
             source,
             store,
