@@ -119,6 +119,9 @@ pub enum Error {
     /// A disk differs from the image it was compared with.
     #[error("{count} chunk(s) differ from the image; first at disk offset {first_offset}")]
     DiskMismatch { count: u64, first_offset: u64 },
+    /// A disk's partition table is not the image's.
+    #[error("the disk does not hold this image: {reason}")]
+    TableMismatch { reason: String },
     /// The image failed verification.
     #[error("{count} damaged chunk(s) in image {name:?}; first: {first}")]
     ImageDamaged {
@@ -161,6 +164,7 @@ impl Error {
             | Error::RootHashMismatch { .. }
             | Error::MapCorrupt { .. }
             | Error::DiskMismatch { .. }
+            | Error::TableMismatch { .. }
             | Error::ImageDamaged { .. } => true,
             Error::RestoreAborted { cause, .. } => cause.is_mismatch(),
             _ => false,

@@ -27,4 +27,4 @@ pub use restore::{
 };
 pub use sink::{Event, NullSink, Progress, Sink, VecSink};
 pub use store::{Image, Store, StoreWriter};
-pub use verify::{verify_against, verify_image, VerifyReport};
+pub use verify::{verify_against, verify_against_excluding, verify_image, VerifyReport};

@@ -3,6 +3,7 @@
 //! hashes to the image's id).
 
 use crate::error::{Error, Result};
+use crate::extent::{clip, normalize, Extent};
 use crate::format::*;
 use crate::io::{is_zero, ReadAt};
 use crate::pipeline::{read_masked, run};
@@ -121,14 +122,35 @@ pub fn verify_against(
     threads: usize,
     sink: &mut dyn Sink,
 ) -> Result<VerifyReport> {
+    verify_against_excluding(None, image, disk, disk_size, &[], threads, sink)
+}
+
+/// Like [`verify_against`], but bytes inside `exclude` (and past the disk's end) are
+/// not compared: a table relocated for a disk of another size, a grown partition. A
+/// chunk that is only partly compared cannot be checked by its id, so its content is
+/// read from `store`, masked the same way on both sides, and compared byte for byte.
+pub fn verify_against_excluding(
+    store: Option<&Store>,
+    image: &Image,
+    disk: &dyn ReadAt,
+    disk_size: u64,
+    exclude: &[Extent],
+    threads: usize,
+    sink: &mut dyn Sink,
+) -> Result<VerifyReport> {
     let started = Instant::now();
     let map = &image.map;
-    if disk_size < map.disk_size {
+    if disk_size < map.disk_size && (store.is_none() || exclude.is_empty()) {
         return Err(Error::TargetTooSmall {
             need: map.disk_size,
             have: disk_size,
         });
     }
+    let mut holes: Vec<Extent> = exclude.to_vec();
+    if disk_size < map.disk_size {
+        holes.push(Extent::new(disk_size, map.disk_size - disk_size));
+    }
+    let compared = subtract(&map.extents, &normalize(holes, map.disk_size));
     let mut progress = Progress {
         total_chunks: map.entries.len() as u64,
         total_bytes: map
@@ -146,36 +168,52 @@ pub fn verify_against(
     };
     let (mut bad, mut first_offset) = (0u64, None::<u64>);
     let mut last = Instant::now();
+    let compared = &compared;
     run(
         pick(threads),
         |emit| {
             for &(idx, id) in &map.entries {
-                let window = map.chunk_range(idx);
-                let mut buf = Vec::with_capacity(window.len as usize);
-                read_masked(disk, &map.extents, window, &mut buf).map_err(|source| {
-                    Error::ReadTarget {
-                        offset: window.offset,
-                        source,
-                    }
-                })?;
-                if !emit((window.offset, id, buf)) {
+                if !emit((idx, id)) {
                     break;
                 }
             }
             Ok(())
         },
-        |(off, id, buf): (u64, ChunkId, Vec<u8>)| {
-            let same = if id == ZERO_ID {
-                is_zero(&buf)
-            } else {
-                blake3::hash(&buf).as_bytes() == &id
+        |(idx, id): (u64, ChunkId)| -> Result<(u64, u64, bool)> {
+            let window = map.chunk_range(idx);
+            let read_err = |source| Error::ReadTarget {
+                offset: window.offset,
+                source,
             };
-            (off, buf.len() as u64, same)
+            let whole: Vec<Extent> = clip(&map.extents, window).collect();
+            let part: Vec<Extent> = clip(compared, window).collect();
+            let mut buf = Vec::with_capacity(window.len as usize);
+            let n = read_masked(disk, &part, window, &mut buf).map_err(read_err)?;
+            if part == whole {
+                let same = if id == ZERO_ID {
+                    is_zero(&buf)
+                } else {
+                    blake3::hash(&buf).as_bytes() == &id
+                };
+                return Ok((window.offset, n, same));
+            }
+            if part.is_empty() {
+                return Ok((window.offset, 0, true));
+            }
+            let mut want = match (store, id == ZERO_ID) {
+                (_, true) => vec![0u8; window.len as usize],
+                (Some(s), false) => s.read_chunk(&id, window.offset)?,
+                (None, false) => unreachable!("exclusions need the store"),
+            };
+            let img = crate::io::MemDisk::from_vec(std::mem::take(&mut want));
+            read_masked(&img, &part, window, &mut want).map_err(read_err)?;
+            Ok((window.offset, n, want == buf))
         },
-        |(off, n, same)| {
+        |item| {
+            let (off, n, same) = item?;
             report.read_bytes += n;
             progress.done_chunks += 1;
-            progress.done_bytes += n;
+            progress.done_bytes += map.chunk_size as u64;
             if !same {
                 bad += 1;
                 if bad <= MAX_LISTED {
@@ -195,6 +233,7 @@ pub fn verify_against(
             Ok(())
         },
     )?;
+    progress.done_bytes = progress.total_bytes;
     sink.event(Event::Progress(progress));
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     match first_offset {
@@ -206,10 +245,47 @@ pub fn verify_against(
     }
 }
 
+/// `a` minus `b`, both normalized.
+fn subtract(a: &[Extent], b: &[Extent]) -> Vec<Extent> {
+    let mut out = Vec::new();
+    for e in a {
+        let mut pos = e.offset;
+        for h in clip(b, *e) {
+            if h.offset > pos {
+                out.push(Extent::new(pos, h.offset - pos));
+            }
+            pos = h.end();
+        }
+        if pos < e.end() {
+            out.push(Extent::new(pos, e.end() - pos));
+        }
+    }
+    out
+}
+
 fn pick(threads: usize) -> usize {
     if threads == 0 {
         crate::pipeline::default_threads()
     } else {
         threads
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subtract_cuts_holes_out_of_extents() {
+        let a = [Extent::new(0, 100), Extent::new(200, 100)];
+        let b = [Extent::new(50, 10), Extent::new(90, 150)];
+        assert_eq!(
+            subtract(&a, &b),
+            vec![
+                Extent::new(0, 50),
+                Extent::new(60, 30),
+                Extent::new(240, 60)
+            ]
+        );
     }
 }
