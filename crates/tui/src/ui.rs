@@ -400,10 +400,15 @@ pub fn render(app: &App, f: &mut Frame) {
 }
 
 fn home(app: &App, f: &mut Frame, body: Rect) {
-    let [d, s] =
-        Layout::vertical([Constraint::Percentage(50), Constraint::Percentage(50)]).areas(body);
     let focus_d = app.focus == HomeFocus::Disks;
     let (lines, at) = disk_lines(&app.disks, focus_d.then_some(app.disk_sel));
+    // The disks take what they need, leaving the stores at least 8 rows.
+    let want = lines.len() as u16 + 2;
+    let [d, s] = Layout::vertical([
+        Constraint::Length(want.min(body.height.saturating_sub(8)).max(3)),
+        Constraint::Fill(1),
+    ])
+    .areas(body);
     list(f, d, "Disks", lines, at);
     let mut lines = vec![image_header()];
     lines.extend(store_lines(&app.stores));
