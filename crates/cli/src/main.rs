@@ -119,6 +119,44 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Mount an image's filesystem read-only and serve it until `imprint umount` or Ctrl-C.
+    Mount {
+        store: PathBuf,
+        name: String,
+        /// An existing directory to mount the filesystem on.
+        mountpoint: PathBuf,
+        /// Partition to mount (default: the only one with a mountable filesystem).
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
+    },
+    /// Unmount what `imprint mount` mounted (also after its process was killed).
+    Umount { mountpoint: PathBuf },
+    /// Copy files and directories out of an image, keeping times and permissions.
+    Extract {
+        store: PathBuf,
+        name: String,
+        /// Paths inside the partition (`/home/ann/doc.txt`, `/etc`).
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Partition to read (default: the only one with a mountable filesystem).
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
+        /// Directory to copy into (created when missing).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Write an image (or one partition) as a raw or qcow2 file for virtual machines.
+    Export {
+        store: PathBuf,
+        name: String,
+        /// The file to write; it must not exist.
+        file: PathBuf,
+        #[arg(long, value_parser = ["raw", "qcow2"])]
+        format: String,
+        /// Export only partition N.
+        #[arg(long, value_name = "N")]
+        partition: Option<u32>,
+    },
 }
 
 fn main() {
@@ -168,6 +206,10 @@ fn command_name(c: &Command) -> &'static str {
         Command::Info { .. } => "info",
         Command::Tui { .. } => "tui",
         Command::Disks { .. } => "disks",
+        Command::Mount { .. } => "mount",
+        Command::Umount { .. } => "umount",
+        Command::Extract { .. } => "extract",
+        Command::Export { .. } => "export",
     }
 }
 
@@ -400,6 +442,27 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 print_info(&m);
             }
         }
+        Command::Mount {
+            store,
+            name,
+            mountpoint,
+            partition,
+        } => browse_mount(rep, &store, &name, &mountpoint, partition)?,
+        Command::Umount { mountpoint } => browse_umount(json, &mountpoint)?,
+        Command::Extract {
+            store,
+            name,
+            paths,
+            partition,
+            to,
+        } => browse_extract(json, &store, &name, &paths, partition, &to)?,
+        Command::Export {
+            store,
+            name,
+            file,
+            format,
+            partition,
+        } => browse_export(rep, &store, &name, &file, &format, partition)?,
     }
     Ok(())
 }
@@ -562,4 +625,208 @@ fn truncate(s: &str, n: usize) -> String {
     } else {
         s.chars().take(n - 1).chain(['…']).collect()
     }
+}
+
+// ---- browsing (crates/browse) ----
+
+/// Mounts and serves until Ctrl-C/SIGTERM (what `imprint umount` sends), then unmounts.
+/// A busy mount is retried every second until it is released.
+fn browse_mount(
+    rep: &mut Reporter,
+    store: &std::path::Path,
+    name: &str,
+    mountpoint: &std::path::Path,
+    partition: Option<u32>,
+) -> Result<(), OpsError> {
+    use imaging::Sink;
+    let json = rep.json();
+    let mut m = browse::mount(&browse::MountRequest {
+        store: store.to_path_buf(),
+        name: name.to_string(),
+        mountpoint: mountpoint.to_path_buf(),
+        partition,
+    })?;
+    let data = json!({
+        "name": name,
+        "mountpoint": m.mountpoint(),
+        "partition": m.part.index,
+        "fstype": m.record.fstype,
+        "loop_device": m.record.loop_device,
+        "fuse_dir": m.record.fuse_dir,
+        "pid": std::process::id(),
+    });
+    if json {
+        emit("mounted", data);
+    } else {
+        eprintln!(
+            "mounted partition {} ({}) of {:?} read-only at {}; `imprint umount {}` or Ctrl-C to unmount",
+            m.part.index,
+            m.record.fstype,
+            name,
+            m.mountpoint().display(),
+            m.mountpoint().display()
+        );
+    }
+    let mut warned_busy = false;
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if !rep.cancelled() {
+            continue;
+        }
+        match m.unmount() {
+            Ok(()) => break,
+            Err(e) => {
+                if !warned_busy {
+                    if json {
+                        emit("warning", json!({ "message": e.to_string() }));
+                    } else {
+                        eprintln!("imprint: {e}; retrying every second");
+                    }
+                    warned_busy = true;
+                }
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+    let data = json!({
+        "command": "mount",
+        "ok": true,
+        "name": name,
+        "mountpoint": m.mountpoint(),
+        "chunks_fetched": m.reader.chunks_fetched(),
+        "read_error": m.last_error(),
+    });
+    if json {
+        emit("result", data);
+    } else {
+        eprintln!(
+            "unmounted {} ({} chunks read from the store)",
+            m.mountpoint().display(),
+            m.reader.chunks_fetched()
+        );
+    }
+    Ok(())
+}
+
+fn browse_umount(json: bool, mountpoint: &std::path::Path) -> Result<(), OpsError> {
+    let (rec, outcome) = browse::umount(mountpoint, std::time::Duration::from_secs(20))?;
+    if json {
+        emit(
+            "result",
+            json!({
+                "command": "umount",
+                "ok": true,
+                "mountpoint": rec.mountpoint,
+                "image": rec.image,
+                "outcome": outcome,
+            }),
+        );
+    } else {
+        match outcome {
+            browse::UmountOutcome::Stopped { pid } => eprintln!(
+                "unmounted {} (image {:?}; serving process {pid} stopped)",
+                rec.mountpoint.display(),
+                rec.image
+            ),
+            browse::UmountOutcome::RecoveredStale { pid } => eprintln!(
+                "unmounted {} (image {:?}): its serving process {pid} had died; the mount, loop device and FUSE directory were removed",
+                rec.mountpoint.display(),
+                rec.image
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn browse_extract(
+    json: bool,
+    store: &std::path::Path,
+    name: &str,
+    paths: &[String],
+    partition: Option<u32>,
+    to: &std::path::Path,
+) -> Result<(), OpsError> {
+    let started = std::time::Instant::now();
+    let r = browse::extract(store, name, partition, paths, to, &mut |e| {
+        if json {
+            emit("extracted", json!(e));
+        } else if e.kind == "skipped" {
+            eprintln!("skipped {} (not a file, directory or link)", e.path);
+        } else {
+            println!("{}", e.path);
+        }
+    })?;
+    if json {
+        emit(
+            "result",
+            json!({
+                "command": "extract",
+                "ok": true,
+                "name": name,
+                "to": to,
+                "files": r.files,
+                "dirs": r.dirs,
+                "symlinks": r.symlinks,
+                "skipped": r.skipped,
+                "bytes": r.bytes,
+                "elapsed_seconds": started.elapsed().as_secs_f64(),
+            }),
+        );
+    } else {
+        eprintln!(
+            "extracted {} files ({}), {} directories, {} links from {:?} into {}",
+            r.files,
+            bytes(r.bytes),
+            r.dirs,
+            r.symlinks,
+            name,
+            to.display()
+        );
+    }
+    Ok(())
+}
+
+fn browse_export(
+    rep: &mut Reporter,
+    store: &std::path::Path,
+    name: &str,
+    file: &std::path::Path,
+    format: &str,
+    partition: Option<u32>,
+) -> Result<(), OpsError> {
+    let json = rep.json();
+    let format = match format {
+        "qcow2" => browse::Format::Qcow2,
+        _ => browse::Format::Raw,
+    };
+    let started = std::time::Instant::now();
+    let r = browse::export(store, name, file, format, partition, &mut |_, _| {})?;
+    if json {
+        emit(
+            "result",
+            json!({
+                "command": "export",
+                "ok": true,
+                "name": name,
+                "file": r.file,
+                "format": r.format,
+                "partition": partition,
+                "size": r.size,
+                "data_bytes": r.data_bytes,
+                "chunks_fetched": r.chunks_fetched,
+                "elapsed_seconds": started.elapsed().as_secs_f64(),
+            }),
+        );
+    } else {
+        eprintln!(
+            "exported {:?} to {} ({}, {} disk, {} written) in {:.1} s",
+            name,
+            r.file.display(),
+            format!("{:?}", r.format).to_lowercase(),
+            bytes(r.size),
+            bytes(r.data_bytes),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
 }
