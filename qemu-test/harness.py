@@ -421,11 +421,11 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     passed = failed = 0
     t0 = time.monotonic()
-    try:
-        import tests_capture  # noqa: F401  (the capture/restore tests, when present)
-        tests = TESTS + tests_capture.TESTS
-    except ImportError:
-        tests = TESTS
+    # Every qemu-test/tests_*.py module adds its TESTS list, in file-name order.
+    import importlib
+    tests = list(TESTS)
+    for mod in sorted(Path(__file__).parent.glob("tests_*.py")):
+        tests += importlib.import_module(mod.stem).TESTS
     for t in tests:
         name = t.__name__[len("test_"):]
         if opts.k not in name:
