@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Speed benchmark (issue "Speed"): Imprint against the tools people use today, on the same
+# generated disk, in one run, interleaved (A B C A B C ...) so the machine's drift cancels.
+# A benchmark, not a test: it prints medians and ratios and writes them as JSON; it asserts
+# nothing. Needs root (drops the page cache, loop-mounts ext4 to change files) and the
+# packages partclone, zstd, casync, time (GNU time), gdisk, dosfstools, mtools, e2fsprogs.
+#
+#   qemu-test/bench/speed.sh [--size-gib N] [--rounds N] [--json FILE]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SIZE_GIB=4
+ROUNDS=3
+JSON_OUT=qemu-test/out/speed.json
+while [ $# -gt 0 ]; do
+  case $1 in
+    --size-gib) SIZE_GIB=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --json) JSON_OUT=$2; shift 2 ;;
+    *) echo "usage: $0 [--size-gib N] [--rounds N] [--json FILE]" >&2; exit 2 ;;
+  esac
+done
+for t in partclone.extfs partclone.vfat zstd casync /usr/bin/time sgdisk mkfs.vfat mcopy mkfs.ext4 mkswap bc; do
+  command -v "$t" >/dev/null || { echo "speed: $t is missing (apt-get install partclone zstd casync time gdisk dosfstools mtools e2fsprogs bc)" >&2; exit 1; }
+done
+cargo build --release -q -p cli
+B=$PWD/target/release/imprint
+W=$(mktemp -d /var/tmp/imprint-speed.XXXXXX)
+LOOP=""
+cleanup() {
+  if [ -n "$LOOP" ]; then umount "$W/mnt" 2>/dev/null || true; losetup -d "$LOOP" || true; fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+export MTOOLS_SKIP_CHECK=1
+MIB=1048576
+
+# ---- the disk: GPT; 256 MiB FAT32 ESP with ~100 MB of files; ext4 root with ~1.5 GB of
+# real files (system directories + incompressible data); 512 MiB swap; 256 MiB unformatted
+# partition of random data; free space everywhere full of stale random data.
+echo "speed: generating a ${SIZE_GIB} GiB disk in $W"
+DISK=$W/v1.img
+head -c $((SIZE_GIB * 1024))M /dev/urandom > "$DISK"   # stale data everywhere
+ESP_MB=256; SWAP_MB=512; RAW_MB=256
+ROOT_MB=$((SIZE_GIB * 1024 - ESP_MB - SWAP_MB - RAW_MB - 4))
+sgdisk -n 1:2048:+${ESP_MB}M -t 1:ef00 -n 2:0:+${ROOT_MB}M -t 2:8300 \
+       -n 3:0:+${SWAP_MB}M -t 3:8200 -n 4:0:+${RAW_MB}M -t 4:8300 "$DISK" >/dev/null
+part_off() { sgdisk -i "$1" "$DISK" | awk '/First sector/ {print $3 * 512}'; }
+part_len() { sgdisk -i "$1" "$DISK" | awk '/Partition size/ {print $3 * 512}'; }
+P1=$(part_off 1); P2=$(part_off 2); P3=$(part_off 3)
+L1=$(part_len 1); L2=$(part_len 2); L3=$(part_len 3)
+# ESP: mkfs over stale data inside the disk file (mkfs.vfat -C wants a new file, so build it
+# in a separate file that starts as the stale bytes).
+dd if="$DISK" of="$W/p1" bs=1M skip=$((P1 / MIB)) count=$((L1 / MIB)) status=none
+mkfs.vfat -F 32 -n ESP "$W/p1" >/dev/null
+mkdir -p "$W/esp/EFI"
+cp -a /usr/share/man "$W/esp/docs" 2>/dev/null || true
+head -c 40M /dev/urandom > "$W/esp/EFI/random.bin"
+mcopy -s -i "$W/p1" "$W/esp/EFI" "$W/esp/docs" :: 2>/dev/null
+rm -rf "$W/esp"
+dd if="$W/p1" of="$DISK" bs=1M seek=$((P1 / MIB)) conv=notrunc status=none; rm -f "$W/p1"
+# Root: real files + incompressible data, made with mkfs.ext4 -d over stale data.
+mkdir -p "$W/root"
+cp -a /usr/lib/x86_64-linux-gnu "$W/root/lib" 2>/dev/null || true
+cp -a /usr/share/locale /usr/bin /usr/share/doc "$W/root/" 2>/dev/null || true
+head -c 300M /dev/urandom > "$W/root/incompressible.bin"
+while [ "$(du -sm "$W/root" | cut -f1)" -gt 1600 ]; do
+  rm -rf "$(find "$W/root/lib" -mindepth 1 -maxdepth 1 | head -1)"
+done
+dd if="$DISK" of="$W/p2" bs=1M skip=$((P2 / MIB)) count=$((L2 / MIB)) status=none
+mkfs.ext4 -q -F -L root -d "$W/root" "$W/p2"
+dd if="$W/p2" of="$DISK" bs=1M seek=$((P2 / MIB)) conv=notrunc status=none; rm -f "$W/p2"
+dd if="$DISK" of="$W/p3" bs=1M skip=$((P3 / MIB)) count=$((L3 / MIB)) status=none
+mkswap -L swap "$W/p3" >/dev/null
+dd if="$W/p3" of="$DISK" bs=1M seek=$((P3 / MIB)) conv=notrunc status=none; rm -f "$W/p3"
+rm -rf "$W/root"
+
+# ---- version 2: about 5% of the root's files changed, added or deleted.
+cp "$DISK" "$W/v2.img"
+mkdir -p "$W/mnt"
+LOOP=$(losetup -f --show -o "$P2" --sizelimit "$L2" "$W/v2.img")
+mount "$LOOP" "$W/mnt"
+n=0
+find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' | while read -r f; do
+  case $((n % 3)) in
+    0) head -c 8192 /dev/urandom >> "$f" ;;
+    1) rm -f "$f" ;;
+    2) cp "$f" "$f.new" ;;
+  esac
+  n=$((n + 1))
+done
+umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""
+
+# ---- the runs
+drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
+declare -A WALL CPU RSS SIZE
+# run NAME CMD...: drops caches, runs CMD under GNU time, records wall, cpu and peak RSS.
+run() {
+  local name=$1; shift
+  drop
+  /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
+  read -r wall user sys rss < "$W/time"
+  WALL[$name]+="$wall "
+  CPU[$name]+="$(echo "$user + $sys" | bc) "
+  RSS[$name]+="$rss "
+}
+cap_imprint() { rm -rf "$W/store"; "$B" capture "$DISK" "$W/store" --name v1; }
+cap_partclone() {
+  rm -rf "$W/pc"; mkdir "$W/pc"
+  local lo
+  # partclone reads devices or files; give it each filesystem through a read-only loop.
+  lo=$(losetup -r -f --show -o "$P1" --sizelimit "$L1" "$DISK")
+  partclone.vfat -c -q -s "$lo" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p1.pc.zst"; losetup -d "$lo"
+  lo=$(losetup -r -f --show -o "$P2" --sizelimit "$L2" "$DISK")
+  partclone.extfs -c -q -s "$lo" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p2.pc.zst"; losetup -d "$lo"
+  # The unformatted partition and the tables: raw, as Clonezilla does.
+  dd if="$DISK" bs=1M skip=$(( $(part_off 4) / MIB )) count=$(( $(part_len 4) / MIB )) status=none | zstd -T0 -3 -q > "$W/pc/p4.raw.zst"
+  dd if="$DISK" bs=1M count=1 status=none | zstd -T0 -3 -q > "$W/pc/mbr-gpt.zst"
+}
+cap_dd() { dd if="$DISK" bs=4M status=none | zstd -T0 -3 -q > "$W/dd.zst"; }
+res_imprint() { rm -f "$W/out.img"; "$B" restore "$W/store" v1 "$W/out.img" --yes; sync; }
+res_partclone() {
+  rm -f "$W/out.img"; truncate -s "$(stat -c %s "$DISK")" "$W/out.img"
+  local lo
+  zstd -d -q -c "$W/pc/mbr-gpt.zst" | dd of="$W/out.img" conv=notrunc status=none
+  lo=$(losetup -f --show -o "$P1" --sizelimit "$L1" "$W/out.img")
+  zstd -d -q -c "$W/pc/p1.pc.zst" | partclone.vfat -r -q -s - -o "$lo" 2>/dev/null; losetup -d "$lo"
+  lo=$(losetup -f --show -o "$P2" --sizelimit "$L2" "$W/out.img")
+  zstd -d -q -c "$W/pc/p2.pc.zst" | partclone.extfs -r -q -s - -o "$lo" 2>/dev/null; losetup -d "$lo"
+  zstd -d -q -c "$W/pc/p4.raw.zst" | dd of="$W/out.img" bs=1M seek=$(( $(part_off 4) / MIB )) conv=notrunc status=none
+  sync
+}
+res_dd() { rm -f "$W/out.img"; zstd -d -q -c "$W/dd.zst" | dd of="$W/out.img" bs=4M status=none; sync; }
+delta_imprint() { cp --reflink=auto "$W/out-v1.img" "$W/t.img"; sync; drop_inner; "$B" restore "$W/store2" v2 "$W/t.img" --yes --force; sync; }
+delta_casync() { cp --reflink=auto "$W/out-v1.img" "$W/t.img"; sync; drop_inner; casync extract --store="$W/castore" --seed="$W/t.img" "$W/v2.caibx" "$W/c.img"; sync; rm -f "$W/c.img"; }
+full_imprint() { rm -f "$W/t.img"; truncate -s "$(stat -c %s "$DISK")" "$W/t.img"; "$B" restore "$W/store2" v2 "$W/t.img" --yes --full --force; sync; }
+drop_inner() { echo 3 > /proc/sys/vm/drop_caches; }
+
+# Stores used by the delta runs (made once, not timed).
+"$B" capture "$DISK" "$W/store2" --name v1 2>/dev/null
+"$B" capture "$W/v2.img" "$W/store2" --name v2 2>/dev/null
+"$B" restore "$W/store2" v1 "$W/out-v1.img" --yes 2>/dev/null
+casync make --store="$W/castore" "$W/v2.caibx" "$W/v2.img" >/dev/null 2>&1
+
+echo "speed: $ROUNDS interleaved rounds"
+for r in $(seq "$ROUNDS"); do
+  run cap_imprint cap_imprint; run cap_partclone cap_partclone; run cap_dd cap_dd
+  run res_imprint res_imprint; run res_partclone res_partclone; run res_dd res_dd
+  run delta_imprint delta_imprint; run delta_casync delta_casync; run full_imprint full_imprint
+  echo "speed: round $r done"
+done
+SIZE[imprint]=$(du -sb "$W/store/packs" | cut -f1)
+SIZE[partclone]=$(du -cb "$W/pc"/* | tail -1 | cut -f1)
+SIZE[dd]=$(stat -c %s "$W/dd.zst")
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+declare -A MED
+printf '\n%-16s %9s %9s %10s\n' job wall_s cpu_s peak_MiB
+for k in cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd delta_imprint delta_casync full_imprint; do
+  MED[$k]=$(echo "${WALL[$k]}" | median)
+  c=$(echo "${CPU[$k]}" | median); m=$(echo "${RSS[$k]}" | median)
+  printf '%-16s %9.2f %9.2f %10.1f\n' "$k" "${MED[$k]}" "$c" "$(echo "$m / 1024" | bc -l)"
+done
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+printf '\nimage size: imprint %s MiB, partclone+zstd %s MiB, dd+zstd %s MiB\n' \
+  $((SIZE[imprint] / MIB)) $((SIZE[partclone] / MIB)) $((SIZE[dd] / MIB))
+echo "capture: partclone+zstd / imprint = $(ratio "${MED[cap_partclone]}" "${MED[cap_imprint]}")x (target >= 2.5x); dd+zstd / imprint = $(ratio "${MED[cap_dd]}" "${MED[cap_imprint]}")x"
+echo "restore: partclone / imprint = $(ratio "${MED[res_partclone]}" "${MED[res_imprint]}")x (target >= 4x); zstd -d|dd / imprint = $(ratio "${MED[res_dd]}" "${MED[res_imprint]}")x (target > 1x)"
+echo "delta:   casync --seed / imprint delta = $(ratio "${MED[delta_casync]}" "${MED[delta_imprint]}")x (target >= 20x); imprint full / imprint delta = $(ratio "${MED[full_imprint]}" "${MED[delta_imprint]}")x (target >= 3x)"
+mkdir -p "$(dirname "$JSON_OUT")"
+{
+  echo "{\"disk_gib\": $SIZE_GIB, \"rounds\": $ROUNDS, \"machine\": \"$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB\","
+  echo " \"image_bytes\": {\"imprint\": ${SIZE[imprint]}, \"partclone_zstd\": ${SIZE[partclone]}, \"dd_zstd\": ${SIZE[dd]}},"
+  echo " \"median_wall_s\": {"
+  first=1
+  for k in "${!MED[@]}"; do [ $first = 1 ] || echo ","; first=0; printf '  "%s": %s' "$k" "${MED[$k]}"; done
+  echo; echo " }}"
+} > "$JSON_OUT"
+echo "speed: JSON in $JSON_OUT"
