@@ -312,18 +312,28 @@ impl Job<'_> {
         if let Some(m) = self.marker {
             write_zeros(target, m)?;
         }
-        held.sort_by_key(|(r, _)| r.offset);
-        for (range, data) in &held {
-            if let Some(part) = range.intersect(&window) {
-                write_chunk(target, self.place, *range, part, data.as_deref())?;
-                report.written_chunks += 1;
-                report.table_chunks += 1;
-                report.written_bytes += part.len;
+        // The first deferred range (the disk's or the partition's first MiB) goes last,
+        // after a sync of everything else (coreos-installer's order): a power cut before
+        // it leaves a disk with no primary table, never a bootable one whose backup GPT
+        // or last MiB of data is missing.
+        let boot = self.deferred.first().copied();
+        let (first, rest): (Vec<_>, Vec<_>) = held
+            .into_iter()
+            .partition(|(r, _)| boot.is_some_and(|b| b.intersect(r).is_some()));
+        for mut group in [rest, first] {
+            group.sort_by_key(|(r, _)| r.offset);
+            for (range, data) in &group {
+                if let Some(part) = range.intersect(&window) {
+                    write_chunk(target, self.place, *range, part, data.as_deref())?;
+                    report.written_chunks += 1;
+                    report.table_chunks += 1;
+                    report.written_bytes += part.len;
+                }
             }
+            target
+                .sync()
+                .map_err(|source| Error::WriteTarget { offset: 0, source })?;
         }
-        target
-            .sync()
-            .map_err(|source| Error::WriteTarget { offset: 0, source })?;
         progress.written_chunks = report.written_chunks;
         sink.event(Event::Progress(progress));
         report.elapsed_ms = started.elapsed().as_millis() as u64;
@@ -452,5 +462,116 @@ fn error_offset(e: &Error) -> Option<u64> {
         | Error::WriteTarget { offset, .. }
         | Error::ReadTarget { offset, .. } => Some(*offset),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::{capture, CaptureOptions};
+    use crate::io::MemDisk;
+    use crate::sink::NullSink;
+    use std::sync::Mutex;
+
+    const MIB: u64 = 1 << 20;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Op {
+        /// offset, length, all zero
+        Write(u64, u64, bool),
+        Sync,
+    }
+
+    /// A disk that records every write and sync, in order.
+    struct Recorder {
+        disk: MemDisk,
+        ops: Mutex<Vec<Op>>,
+    }
+
+    impl ReadAt for Recorder {
+        fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+            self.disk.read_exact_at(buf, offset)
+        }
+    }
+
+    impl WriteAt for Recorder {
+        fn write_all_at(&self, buf: &[u8], offset: u64) -> std::io::Result<()> {
+            let op = Op::Write(offset, buf.len() as u64, is_zero(buf));
+            self.ops.lock().unwrap().push(op);
+            self.disk.write_all_at(buf, offset)
+        }
+        fn sync(&self) -> std::io::Result<()> {
+            self.ops.lock().unwrap().push(Op::Sync);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_first_mib_is_written_after_everything_else_is_synced() {
+        let size = 4 * MIB;
+        let disk: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open_writable(t.path(), 1 << 20).unwrap();
+        let mut w = store.writer().unwrap();
+        let opts = CaptureOptions {
+            name: "d".into(),
+            description: String::new(),
+            level: 1,
+            source: crate::format::SourceDisk {
+                path: "mem".into(),
+                size,
+                logical_sector_size: 512,
+                physical_sector_size: 512,
+                ..Default::default()
+            },
+            extents: vec![Extent::new(0, size)],
+            partition_table: None,
+            partitions: vec![],
+            threads: 2,
+        };
+        capture(
+            &mut w,
+            &MemDisk::from_vec(disk.clone()),
+            opts,
+            &mut NullSink,
+        )
+        .unwrap();
+        let store = Store::open(t.path()).unwrap();
+        let image = store.load_image("d").unwrap();
+        for delta in [false, true] {
+            let target = Recorder {
+                disk: MemDisk::new(size as usize),
+                ops: Mutex::new(Vec::new()),
+            };
+            let tail = Extent::new(size - MIB, MIB);
+            let opts = RestoreOptions {
+                deferred: vec![FIRST_MIB, tail],
+                marker_at: Some(tail.offset),
+                delta,
+                threads: 2,
+                ..Default::default()
+            };
+            restore(&store, &image, &target, size, &opts, &mut NullSink).unwrap();
+            assert_eq!(target.disk.to_vec(), disk);
+            let ops = target.ops.into_inner().unwrap();
+            let in_first = |o: &Op| matches!(o, Op::Write(at, _, false) if *at < MIB);
+            let first = ops
+                .iter()
+                .position(in_first)
+                .expect("the first MiB is written");
+            assert!(
+                ops[first..].iter().all(|o| in_first(o) || *o == Op::Sync),
+                "something was written after the first MiB: {ops:?}"
+            );
+            let last_other = ops[..first]
+                .iter()
+                .rposition(|o| matches!(o, Op::Write(..)))
+                .unwrap();
+            assert!(
+                ops[last_other..first].contains(&Op::Sync),
+                "no sync between the rest of the disk and its first MiB: {ops:?}"
+            );
+            assert_eq!(ops.last(), Some(&Op::Sync));
+        }
     }
 }
