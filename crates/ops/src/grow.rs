@@ -103,8 +103,15 @@ pub fn grow_filesystem(
             filesystem: fs.map(str::to_string),
             grown: true,
             message: format!(
-                "partition {partition} and its {} filesystem now fill the disk",
-                fs.unwrap_or("?")
+                "partition {partition} and its {} filesystem now fill the disk{}",
+                fs.unwrap_or("?"),
+                // ntfsresize(8) sets the dirty flag on purpose: Windows runs chkdsk at
+                // its next boot, and ntfs-3g tools want --force until then.
+                if fs == Some("ntfs") {
+                    "; ntfsresize scheduled a consistency check (chkdsk) for the next Windows boot, as it always does"
+                } else {
+                    ""
+                }
             ),
         },
         Err(why) => fail(why),
