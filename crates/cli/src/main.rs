@@ -119,6 +119,8 @@ enum Command {
         #[arg(long)]
         all: bool,
     },
+    /// Print a line for every disk plugged in or pulled out, until Ctrl-C or SIGTERM.
+    WatchDisks,
     /// Mount an image's filesystem read-only and serve it until `imprint umount` or Ctrl-C.
     Mount {
         store: PathBuf,
@@ -206,6 +208,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::Info { .. } => "info",
         Command::Tui { .. } => "tui",
         Command::Disks { .. } => "disks",
+        Command::WatchDisks => "watch-disks",
         Command::Mount { .. } => "mount",
         Command::Umount { .. } => "umount",
         Command::Extract { .. } => "extract",
@@ -431,6 +434,7 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 print!("{}", disks::discover::render_table(&disks));
             }
         }
+        Command::WatchDisks => watch_disks(rep)?,
         Command::Info { store, name } => {
             let m = ops::image_info(&store, &name)?;
             if json {
@@ -463,6 +467,54 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
             format,
             partition,
         } => browse_export(rep, &store, &name, &file, &format, partition)?,
+    }
+    Ok(())
+}
+
+/// Reports disks appearing and disappearing (udev monitor, or sysfs polling without
+/// udevd) on stdout until Ctrl-C or SIGTERM, which end it with exit 0. Disks present at
+/// the start are not reported: `imprint disks` lists those.
+fn watch_disks(rep: &Reporter) -> Result<(), OpsError> {
+    use imaging::Sink;
+    let monitor = disks::monitor::DiskMonitor::start(false).map_err(|source| OpsError::Io {
+        what: "starting the disk monitor on",
+        path: "/run/udev".into(),
+        source,
+    })?;
+    // A first line says the monitor listens, so a script (or a test) knows that a disk
+    // plugged in from now on will be reported.
+    if rep.json() {
+        emit("watching", json!({ "monitor": monitor.kind }));
+    } else {
+        eprintln!("watching for disks ({}); Ctrl-C to stop", monitor.kind);
+    }
+    while !rep.cancelled() {
+        let event = match monitor
+            .events()
+            .recv_timeout(std::time::Duration::from_millis(250))
+        {
+            Ok(e) => e,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(OpsError::Io {
+                    what: "watching disks: the monitor stopped reading",
+                    path: "/run/udev".into(),
+                    source: std::io::Error::other("disk monitor thread ended"),
+                })
+            }
+        };
+        match event {
+            disks::monitor::DiskEvent::Added(d) if rep.json() => emit(
+                "disk-added",
+                serde_json::to_value(&*d).unwrap_or_else(|e| json!({ "error": e.to_string() })),
+            ),
+            disks::monitor::DiskEvent::Added(d) => println!("added    {}", d.summary()),
+            disks::monitor::DiskEvent::Removed(node) if rep.json() => {
+                emit("disk-removed", json!({ "node": node }))
+            }
+            disks::monitor::DiskEvent::Removed(node) => println!("removed  {}", node.display()),
+        }
+        let _ = std::io::stdout().flush();
     }
     Ok(())
 }
