@@ -14,6 +14,18 @@ pub enum Exit {
     PowerOff,
 }
 
+impl Exit {
+    /// `imprint tui`'s exit code (docs/CLI.md "Exit codes"); the same codes as
+    /// imprint-init's text menu, so PID 1 reads both alike.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Quit => 0,
+            Exit::Reboot => 10,
+            Exit::PowerOff => 11,
+        }
+    }
+}
+
 /// Which screen is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
@@ -27,6 +39,8 @@ pub enum Screen {
     RestoreImage,
     RestoreTarget,
     RestoreOptions,
+    /// Which of the image's partitions (the "one partition" option).
+    RestorePartition,
     RestoreConfirm,
     VerifyStore,
     VerifyImage,
@@ -89,21 +103,24 @@ pub struct TargetCheck {
     pub note: Option<String>,
 }
 
-/// Restore options. Only the whole disk is implemented by the engine so far; the
-/// others are listed, marked unavailable, so nobody thinks they were applied.
-pub const RESTORE_OPTIONS: [(&str, Option<&str>); 3] = [
-    (
-        "Whole disk: partition table, boot areas and every partition",
-        None,
-    ),
-    (
-        "One partition onto an existing partition",
-        Some("not available yet in this version"),
-    ),
-    (
-        "Grow the last partition to fill a larger disk",
-        Some("not available yet in this version"),
-    ),
+/// Restore options, in the order of [`RESTORE_OPTIONS`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RestoreMode {
+    #[default]
+    WholeDisk,
+    /// `ops::RestoreRequest::partition`: one partition into the target's partition of
+    /// the same number; the table and the other partitions are kept.
+    Partition(u32),
+    /// `ops::RestoreRequest::grow_last`: the whole disk, then the last partition and
+    /// its filesystem extended to the end of a larger target.
+    GrowLast,
+}
+
+/// The options screen's lines.
+pub const RESTORE_OPTIONS: [&str; 3] = [
+    "Whole disk: partition table, boot areas and every partition",
+    "One partition onto the target's partition of the same number",
+    "Whole disk, then grow the last partition to fill a larger disk",
 ];
 
 /// What the confirmation screen names, from `ops::plan_restore`.
@@ -129,6 +146,9 @@ pub struct RestoreWizard {
     pub image_sel: usize,
     pub target_sel: usize,
     pub option_sel: usize,
+    /// Selected line of the image's partitions (one-partition restore).
+    pub part_sel: usize,
+    pub mode: RestoreMode,
     pub store: Option<PathBuf>,
     pub image: Option<ImageRow>,
     /// Interlock results for the disks; empty while they are being checked.

@@ -161,10 +161,19 @@ pub struct ImageRow {
     pub stored_bytes: u64,
     /// "gpt", "mbr" or "none".
     pub table: String,
-    /// One line per partition of the source disk.
-    pub partitions: Vec<String>,
+    /// The source disk's partitions.
+    pub partitions: Vec<ImagePart>,
     /// Why the image cannot be used (damaged manifest or map).
     pub error: Option<String>,
+}
+
+/// One partition recorded in an image.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ImagePart {
+    /// 1-based, as `ops::RestoreRequest::partition` and `imprint info` count.
+    pub number: u32,
+    /// `#2 ext4 "root" 167.8 MB`.
+    pub line: String,
 }
 
 /// What a store path holds.
@@ -281,7 +290,10 @@ pub fn image_row(m: &imaging::Manifest) -> ImageRow {
                 .or_else(|| s(p, "name"))
                 .map(|l| format!(" \"{l}\""))
                 .unwrap_or_default();
-            format!("#{idx} {kind}{label} {}", human_size(size))
+            ImagePart {
+                number: u32::try_from(idx).unwrap_or(0),
+                line: format!("#{idx} {kind}{label} {}", human_size(size)),
+            }
         })
         .collect();
     ImageRow {

@@ -78,6 +78,18 @@ pub struct Runtime {
     pub needs_clear: bool,
     job: Option<RunningJob>,
     stores: Option<Vec<crate::model::StoreRow>>,
+    /// [`store_stamps`] when the stores were last read.
+    stamps: Vec<Option<std::time::SystemTime>>,
+}
+
+/// Modification times of each store directory and its `images/` (a capture from
+/// another console or process adds a manifest there): a cheap way to notice change.
+fn store_stamps(paths: &[PathBuf]) -> Vec<Option<std::time::SystemTime>> {
+    paths
+        .iter()
+        .flat_map(|p| [p.clone(), p.join("images")])
+        .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .collect()
 }
 
 impl std::fmt::Debug for Runtime {
@@ -99,13 +111,20 @@ impl Runtime {
             needs_clear: false,
             job: None,
             stores: None,
+            stamps: Vec::new(),
         }
+    }
+
+    /// True when a store directory changed since the stores were last read.
+    pub fn stores_changed(&self) -> bool {
+        self.stores.is_some() && store_stamps(&self.store_paths) != self.stamps
     }
 
     /// A fresh look at the disks, and at the stores when `stores` (reading every
     /// manifest and map is too slow to repeat every few seconds).
     pub fn snapshot(&mut self, stores: bool) -> Action {
         if stores || self.stores.is_none() {
+            self.stamps = store_stamps(&self.store_paths);
             self.stores = Some(self.store_paths.iter().map(|p| scan_store(p)).collect());
         }
         Action::Refresh {
@@ -432,13 +451,11 @@ pub fn run_job(spec: &JobSpec, sink: &mut dyn Sink) -> Result<JobSuccess, JobFai
                 });
             }
             let r = ops::run_restore(&plan, sink).map_err(|e| failure(&e, JobKind::Restore))?;
-            Ok(JobSuccess {
-                headline: format!(
-                    "Restored \"{}\" onto {}",
-                    req.name,
-                    req.target.display()
-                ),
-                lines: vec![
+            let what = match req.partition {
+                Some(n) => format!("partition {n} of \"{}\"", req.name),
+                None => format!("\"{}\"", req.name),
+            };
+            let mut lines = vec![
                     format!(
                         "Wrote {} in {} chunks in {} ({})",
                         human_size(r.written_bytes),
@@ -446,11 +463,29 @@ pub fn run_job(spec: &JobSpec, sink: &mut dyn Sink) -> Result<JobSuccess, JobFai
                         secs(r.elapsed_ms),
                         per_sec(r.written_bytes, r.elapsed_ms)
                     ),
-                    format!(
-                        "{} chunks in the image, {} needed no write, every chunk's hash checked before writing",
-                        r.chunks, r.skipped_chunks
-                    ),
-                ],
+                format!(
+                    "{} chunks in the image, {} needed no write, every chunk's hash checked before writing",
+                    r.chunks, r.skipped_chunks
+                ),
+            ];
+            if let Some(rel) = r.relocated.as_ref().and_then(|rel| rel.grown) {
+                let (index, old, new) = rel;
+                lines.push(format!(
+                    "Partition {index} grown from {} to {}",
+                    human_size(old),
+                    human_size(new)
+                ));
+            }
+            // The filesystem may not have followed its partition: say so, never hide it.
+            if let Some(g) = &r.grown {
+                lines.push(g.message.clone());
+            } else if req.grow_last && r.relocated.as_ref().is_none_or(|x| x.grown.is_none()) {
+                lines
+                    .push("Nothing to grow: the target is not larger than the image's disk".into());
+            }
+            Ok(JobSuccess {
+                headline: format!("Restored {what} onto {}", req.target.display()),
+                lines,
             })
         }
         JobSpec::Verify(req) => {

@@ -133,8 +133,9 @@ pub fn run(opts: Options) -> io::Result<Exit> {
         // A finished job changed a store (capture) or a disk (restore).
         let job_ended = was_running && !app.job_running();
         was_running = app.job_running();
-        let stores_due = hotplug || job_ended || last_stores.elapsed() >= STORE_POLL;
+        let mut stores_due = hotplug || job_ended || last_stores.elapsed() >= STORE_POLL;
         if stores_due || last_disks.elapsed() >= DISK_POLL {
+            stores_due |= rt.stores_changed();
             let snap = rt.snapshot(stores_due);
             dispatch(&mut app, &mut rt, snap);
             last_disks = Instant::now();

@@ -4,7 +4,9 @@
 //! Only ASCII borders, the 8 basic colours, bold and reverse: what both the Linux VGA
 //! console and a serial terminal show correctly.
 
-use crate::app::{App, HomeFocus, JobKind, Popup, Screen, LAYOUTS, RESTORE_OPTIONS, TOOLS};
+use crate::app::{
+    App, HomeFocus, JobKind, Popup, RestoreMode, Screen, LAYOUTS, RESTORE_OPTIONS, TOOLS,
+};
 use crate::model::{DiskRow, StoreRow};
 use crate::update::{capture_estimate, capture_refusal, confirmation_matches, name_problem};
 use disks::usage::human_size;
@@ -259,6 +261,7 @@ fn screen_title(app: &App) -> &'static str {
         Screen::RestoreImage => "Restore 2/5: image",
         Screen::RestoreTarget => "Restore 3/5: target disk",
         Screen::RestoreOptions => "Restore 4/5: options",
+        Screen::RestorePartition => "Restore 4/5: which partition",
         Screen::RestoreConfirm => "Restore 5/5: CONFIRM",
         Screen::VerifyStore => "Verify 1/3: store",
         Screen::VerifyImage => "Verify 2/3: image",
@@ -334,10 +337,7 @@ pub fn render(app: &App, f: &mut Frame) {
         Screen::RestoreOptions => {
             let lines = RESTORE_OPTIONS
                 .iter()
-                .map(|(what, why)| match why {
-                    None => Line::raw(format!("  {what}")),
-                    Some(w) => Line::styled(format!("  {what} ({w})"), yellow()),
-                })
+                .map(|what| Line::raw(format!("  {what}")))
                 .collect();
             list(
                 f,
@@ -345,6 +345,36 @@ pub fn render(app: &App, f: &mut Frame) {
                 "How to restore",
                 lines,
                 Some(app.restore.option_sel),
+            );
+        }
+        Screen::RestorePartition => {
+            let parts = app
+                .restore
+                .image
+                .as_ref()
+                .map(|i| i.partitions.as_slice())
+                .unwrap_or_default();
+            let target = app
+                .restore
+                .target
+                .as_ref()
+                .map(|t| t.display().to_string())
+                .unwrap_or_default();
+            let lines = parts
+                .iter()
+                .map(|p| {
+                    Line::raw(cut(
+                        &format!("  {}  -> partition {} of {target}", p.line, p.number),
+                        76,
+                    ))
+                })
+                .collect();
+            list(
+                f,
+                body,
+                "Restore which partition of the image? (the rest of the target is kept)",
+                lines,
+                Some(app.restore.part_sel),
             );
         }
         Screen::RestoreConfirm => confirm(app, f, body),
@@ -590,7 +620,7 @@ fn image_choice(app: &App, f: &mut Frame, body: Rect) {
             d.push(Line::raw("             (no partitions recorded)"));
         }
         for p in &i.partitions {
-            d.push(Line::raw(format!("             {}", cut(p, 62))));
+            d.push(Line::raw(format!("             {}", cut(&p.line, 62))));
         }
     }
     f.render_widget(Paragraph::new(d).block(block("Image details")), bottom);
@@ -655,7 +685,17 @@ fn confirm(app: &App, f: &mut Frame, body: Rect) {
         lines.extend(wrap(first, 78).into_iter().take(2).map(Line::raw));
     }
     lines.push(Line::raw(""));
-    lines.push(Line::styled("THIS DISK WILL BE ERASED:", red()));
+    let part = match app.restore.mode {
+        RestoreMode::Partition(n) => Some(n),
+        _ => None,
+    };
+    lines.push(match part {
+        Some(n) => Line::styled(
+            format!("PARTITION {n} OF THIS DISK WILL BE OVERWRITTEN (the rest is kept):"),
+            red(),
+        ),
+        None => Line::styled("THIS DISK WILL BE ERASED:", red()),
+    });
     lines.push(field("  Disk:", &v.target.display().to_string(), false));
     lines.push(field(
         "  Model:",
@@ -677,7 +717,13 @@ fn confirm(app: &App, f: &mut Frame, body: Rect) {
             "  It holds no partition table or data that Imprint can see.",
         ));
     } else {
-        lines.push(Line::styled("  Everything on it will be destroyed:", red()));
+        lines.push(Line::styled(
+            match part {
+                Some(_) => "  This will be destroyed:",
+                None => "  Everything on it will be destroyed:",
+            },
+            red(),
+        ));
         let max = 5;
         for p in v.destroyed.iter().take(max) {
             lines.push(Line::raw(format!("    {}", cut(p, 70))));
@@ -688,6 +734,11 @@ fn confirm(app: &App, f: &mut Frame, body: Rect) {
                 v.destroyed.len() - max
             )));
         }
+    }
+    if app.restore.mode == RestoreMode::GrowLast {
+        lines.push(Line::raw(
+            "  Then its last partition and filesystem grow to the end of the disk.",
+        ));
     }
     lines.push(Line::raw(""));
     if v.word_is_serial {
@@ -712,7 +763,10 @@ fn confirm(app: &App, f: &mut Frame, body: Rect) {
         ));
     } else if confirmation_matches(v, &app.restore.typed) {
         lines.push(Line::styled(
-            "Matches. Press Enter to ERASE this disk and restore.",
+            match part {
+                Some(n) => format!("Matches. Press Enter to OVERWRITE partition {n} and restore."),
+                None => "Matches. Press Enter to ERASE this disk and restore.".into(),
+            },
             green(),
         ));
     } else {

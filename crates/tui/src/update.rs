@@ -3,8 +3,8 @@
 
 use crate::action::{Action, Effect, JobMsg, JobSpec};
 use crate::app::{
-    App, ConfirmView, Exit, HomeFocus, JobKind, JobView, Popup, ResultView, Screen, TargetCheck,
-    LAYOUTS, RATE_WINDOW_MS, RESTORE_OPTIONS, TOOLS,
+    App, ConfirmView, Exit, HomeFocus, JobKind, JobView, Popup, RestoreMode, ResultView, Screen,
+    TargetCheck, LAYOUTS, RATE_WINDOW_MS, RESTORE_OPTIONS, TOOLS,
 };
 use crate::model::{DiskRow, StoreRow};
 use disks::usage::human_size;
@@ -198,14 +198,25 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             vec![]
         }
         Screen::RestoreOptions => match action {
-            Action::Select => match RESTORE_OPTIONS[app.restore.option_sel].1 {
-                Some(why) => {
-                    app.status = Some(format!("{why}; choose the whole disk"));
+            Action::Select => match app.restore.option_sel {
+                1 => {
+                    if image_partitions(app).is_empty() {
+                        app.status = Some(
+                            "this image has no partition table: restore the whole disk".into(),
+                        );
+                    } else {
+                        app.restore.part_sel = 0;
+                        app.screen = Screen::RestorePartition;
+                    }
                     vec![]
                 }
-                None => {
-                    app.status = Some("checking the target...".into());
-                    vec![Effect::PlanRestore(restore_request(app))]
+                sel => {
+                    let mode = if sel == 2 {
+                        RestoreMode::GrowLast
+                    } else {
+                        RestoreMode::WholeDisk
+                    };
+                    plan(app, mode)
                 }
             },
             Action::Back => {
@@ -217,6 +228,23 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 vec![]
             }
         },
+        Screen::RestorePartition => {
+            let parts = image_partitions(app);
+            match action {
+                Action::Select => match parts.get(app.restore.part_sel) {
+                    Some(&n) => plan(app, RestoreMode::Partition(n)),
+                    None => vec![],
+                },
+                Action::Back => {
+                    app.screen = Screen::RestoreOptions;
+                    vec![]
+                }
+                a => {
+                    move_sel(&mut app.restore.part_sel, parts.len(), &a);
+                    vec![]
+                }
+            }
+        }
         Screen::RestoreConfirm => confirm_key(app, action),
         Screen::VerifyStore => {
             let stores: Vec<PathBuf> = app
@@ -563,8 +591,31 @@ fn start_capture(app: &mut App) -> Vec<Effect> {
     vec![Effect::StartJob(JobSpec::Capture(req))]
 }
 
+/// Numbers of the chosen image's partitions.
+pub fn image_partitions(app: &App) -> Vec<u32> {
+    app.restore
+        .image
+        .as_ref()
+        .map(|i| i.partitions.iter().map(|p| p.number).collect())
+        .unwrap_or_default()
+}
+
+/// Asks `ops::plan_restore` (which writes nothing) for the confirmation's content.
+fn plan(app: &mut App, mode: RestoreMode) -> Vec<Effect> {
+    app.restore.mode = mode;
+    app.status = Some("checking the target...".into());
+    vec![Effect::PlanRestore(restore_request(app))]
+}
+
 fn restore_request(app: &App) -> ops::RestoreRequest {
+    let (partition, grow_last) = match app.restore.mode {
+        RestoreMode::WholeDisk => (None, false),
+        RestoreMode::Partition(n) => (Some(n), false),
+        RestoreMode::GrowLast => (None, true),
+    };
     ops::RestoreRequest {
+        partition,
+        grow_last,
         store: app.restore.store.clone().unwrap_or_default(),
         name: app
             .restore
@@ -581,16 +632,30 @@ fn restore_request(app: &App) -> ops::RestoreRequest {
 }
 
 fn planned(app: &mut App, plan: Result<ConfirmView, String>) -> Vec<Effect> {
-    if app.screen != Screen::RestoreOptions {
+    if !matches!(
+        app.screen,
+        Screen::RestoreOptions | Screen::RestorePartition
+    ) {
         return vec![];
     }
     app.status = None;
     match plan {
         Ok(mut view) => {
-            // Prefer the partitions as discovery names them (fs, label, size).
+            // Prefer the partitions as discovery names them (fs, label, size); a
+            // one-partition restore destroys that partition only.
             if let Some(d) = app.disks.iter().find(|d| d.node == view.target) {
-                if !d.partitions.is_empty() {
-                    view.destroyed = d.partitions.iter().map(|p| p.describe()).collect();
+                let parts: Vec<_> = match app.restore.mode {
+                    RestoreMode::Partition(n) => d
+                        .partitions
+                        .iter()
+                        .filter(|p| partition_number(&p.name) == Some(n))
+                        .collect(),
+                    _ => d.partitions.iter().collect(),
+                };
+                if !parts.is_empty() {
+                    view.destroyed = parts.iter().map(|p| p.describe()).collect();
+                } else if let RestoreMode::Partition(n) = app.restore.mode {
+                    view.destroyed = vec![format!("partition {n}")];
                 }
             }
             app.restore.confirm = Some(view);
@@ -607,6 +672,16 @@ fn planned(app: &mut App, plan: Result<ConfirmView, String>) -> Vec<Effect> {
         }
     }
     vec![]
+}
+
+/// The number at the end of a partition's name (`sda2`, `nvme0n1p3`, `#3`).
+fn partition_number(name: &str) -> Option<u32> {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    let num = &name[stem.len()..];
+    // `nvme0n1` alone is a disk: a stem with digits needs the `p` separator.
+    let separated = stem.ends_with(['p', '#'])
+        || (!stem.is_empty() && !stem.contains(|c: char| c.is_ascii_digit()));
+    separated.then(|| num.parse().ok()).flatten()
 }
 
 /// True when the typed text is the word the confirmation asks for.
@@ -629,7 +704,10 @@ fn confirm_key(app: &mut App, action: Action) -> Vec<Effect> {
         Action::Back => {
             app.restore.typed.clear();
             app.restore.confirm = None;
-            app.screen = Screen::RestoreOptions;
+            app.screen = match app.restore.mode {
+                RestoreMode::Partition(_) => Screen::RestorePartition,
+                _ => Screen::RestoreOptions,
+            };
         }
         Action::Select => {
             let Some(view) = app.restore.confirm.clone() else {
@@ -644,7 +722,14 @@ fn confirm_key(app: &mut App, action: Action) -> Vec<Effect> {
                 return vec![];
             }
             let req = restore_request(app);
-            let title = format!("Restoring \"{}\" onto {}", req.name, req.target.display());
+            let title = match req.partition {
+                Some(n) => format!(
+                    "Restoring partition {n} of \"{}\" onto {}",
+                    req.name,
+                    req.target.display()
+                ),
+                None => format!("Restoring \"{}\" onto {}", req.name, req.target.display()),
+            };
             begin_job(app, JobKind::Restore, title);
             return vec![Effect::StartJob(JobSpec::Restore {
                 req,

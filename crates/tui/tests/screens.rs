@@ -97,6 +97,34 @@ fn restore_wizard_up_to_confirmation() {
 }
 
 #[test]
+fn restore_one_partition() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Down);
+    snapshot("restore_partition", &app);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Planned(Ok(confirm_view_partition())));
+    type_text(&mut app, "345K");
+    snapshot("restore_confirm_partition", &app);
+}
+
+#[test]
+fn restore_grow_last() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Planned(Ok(confirm_view())));
+    snapshot("restore_confirm_grow", &app);
+}
+
+#[test]
 fn restore_confirmation() {
     let mut app = app();
     to_confirm(&mut app);

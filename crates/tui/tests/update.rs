@@ -96,14 +96,105 @@ fn a_hotplugged_disk_is_checked_again_on_the_target_list() {
     assert!(app.log.iter().any(|l| l.contains("disk removed: /dev/vda")));
 }
 
+fn planned_request(fx: &[Effect]) -> ops::RestoreRequest {
+    match fx {
+        [Effect::PlanRestore(req)] => req.clone(),
+        other => panic!("expected one PlanRestore, got {other:?}"),
+    }
+}
+
 #[test]
-fn unavailable_restore_options_do_not_plan() {
+fn one_partition_option_plans_the_chosen_partition_only() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Select); // nvme0n1
+    send(&mut app, Action::Down);
+    assert!(
+        send(&mut app, Action::Select).is_empty(),
+        "choosing the option plans nothing yet"
+    );
+    assert_eq!(app.screen, Screen::RestorePartition);
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Down);
+    let req = planned_request(&send(&mut app, Action::Select));
+    assert_eq!(req.partition, Some(3));
+    assert!(!req.grow_last);
+    send(&mut app, Action::Planned(Ok(confirm_view_partition())));
+    assert_eq!(app.screen, Screen::RestoreConfirm);
+    // Only that partition is named as destroyed, in discovery's words.
+    let destroyed = &app.restore.confirm.as_ref().unwrap().destroyed;
+    assert_eq!(destroyed.len(), 1, "{destroyed:?}");
+    assert!(destroyed[0].starts_with("nvme0n1p3"), "{destroyed:?}");
+    // The typed confirmation still guards it, and the job carries the partition.
+    type_text(&mut app, "0000");
+    assert!(send(&mut app, Action::Select).is_empty());
+    for _ in 0..4 {
+        send(&mut app, Action::Erase);
+    }
+    type_text(&mut app, "345k");
+    match send(&mut app, Action::Select).as_slice() {
+        [Effect::StartJob(JobSpec::Restore { req, .. })] => {
+            assert_eq!(req.partition, Some(3));
+            assert!(!req.grow_last);
+        }
+        other => panic!("expected the restore to start, got {other:?}"),
+    }
+    assert!(app.job.title.contains("partition 3"), "{}", app.job.title);
+}
+
+#[test]
+fn grow_last_option_plans_a_whole_disk_restore_that_grows() {
     let mut app = app();
     to_restore_target(&mut app);
     send(&mut app, Action::Select);
     send(&mut app, Action::Down);
+    send(&mut app, Action::Down);
+    let req = planned_request(&send(&mut app, Action::Select));
+    assert!(req.grow_last);
+    assert_eq!(req.partition, None);
+    send(&mut app, Action::Planned(Ok(confirm_view())));
+    type_text(&mut app, "345K");
+    match send(&mut app, Action::Select).as_slice() {
+        [Effect::StartJob(JobSpec::Restore { req, .. })] => assert!(req.grow_last),
+        other => panic!("expected the restore to start, got {other:?}"),
+    }
+}
+
+#[test]
+fn whole_disk_after_backing_out_of_one_partition_restores_everything() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Select); // partition 1
+    send(&mut app, Action::Planned(Ok(confirm_view_partition())));
+    send(&mut app, Action::Back);
+    assert_eq!(
+        app.screen,
+        Screen::RestorePartition,
+        "Esc goes back one step"
+    );
+    send(&mut app, Action::Back);
+    send(&mut app, Action::Up);
+    let req = planned_request(&send(&mut app, Action::Select));
+    assert_eq!((req.partition, req.grow_last), (None, false));
+}
+
+#[test]
+fn one_partition_is_refused_for_an_image_without_partitions() {
+    let mut app = app();
+    to_restore_target(&mut app);
+    send(&mut app, Action::Select);
+    app.restore.image.as_mut().unwrap().partitions.clear();
+    send(&mut app, Action::Down);
     assert!(send(&mut app, Action::Select).is_empty());
-    assert!(app.status.as_deref().unwrap().contains("not available"));
+    assert_eq!(app.screen, Screen::RestoreOptions);
+    assert!(app
+        .status
+        .as_deref()
+        .unwrap()
+        .contains("no partition table"));
 }
 
 #[test]

@@ -6,7 +6,7 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use std::path::{Path, PathBuf};
 use tui::app::TargetCheck;
-use tui::model::{ImageRow, StoreState};
+use tui::model::{ImagePart, ImageRow, StoreState};
 use tui::{Action, App, DiskRow, Effect, PartRow, StoreRow};
 
 pub fn part(name: &str, size: u64, fs: &str, label: &str, used: &[&str]) -> PartRow {
@@ -94,11 +94,18 @@ pub fn image(name: &str, created: &str, desc: &str) -> ImageRow {
         used_bytes: 48_318_382_080,
         stored_bytes: 21_474_836_480,
         table: "gpt".into(),
-        partitions: vec![
-            "#1 vfat \"EFI\" 104.9 MB".into(),
-            "#2 Microsoft reserved 16.8 MB".into(),
-            "#3 ntfs \"Windows\" 255.9 GB".into(),
-        ],
+        partitions: [
+            "#1 vfat \"EFI\" 104.9 MB",
+            "#2 Microsoft reserved 16.8 MB",
+            "#3 ntfs \"Windows\" 255.9 GB",
+        ]
+        .iter()
+        .zip(1..)
+        .map(|(l, number)| ImagePart {
+            number,
+            line: l.to_string(),
+        })
+        .collect(),
         error: None,
     }
 }
@@ -200,6 +207,18 @@ pub fn confirm_view() -> tui::app::ConfirmView {
         word: "345K".into(),
         word_is_serial: true,
     }
+}
+
+/// The confirmation `ops::plan_restore` gives for partition 3 of the NVMe disk.
+pub fn confirm_view_partition() -> tui::app::ConfirmView {
+    let mut v = confirm_view();
+    v.plan_lines = vec![
+        v.plan_lines[0].clone(),
+        "Part:   partition 3 (ntfs) of the image, 255.9 GB".into(),
+        v.plan_lines[1].clone(),
+        "        THE PARTITION AT BYTE 122683392 (510.0 GB) WILL BE OVERWRITTEN; nothing else is touched".into(),
+    ];
+    v
 }
 
 /// Drives to the confirmation screen for the NVMe disk.
