@@ -226,8 +226,8 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 source,
             })?;
             if exit != tui::Exit::Quit {
-                // reboot(2) is PID 1's job (imprint-init uses tui::run's answer).
-                eprintln!("imprint: {exit:?} asked for; the CLI does not reboot, exiting");
+                // reboot(2) is PID 1's job: imprint-init acts on this exit code.
+                std::process::exit(exit.code());
             }
         }
         Command::Capture {
