@@ -919,3 +919,66 @@ fn whole_disk_delta_restore_onto_a_damaged_copy_repairs_it() {
     check_all_partitions(c, &out, t.path());
     imprint_ok(&["verify", p(&c.store), c.name, "--against", p(&out)]);
 }
+
+/// fdisk's usual MBR layout: the extended partition runs to the end of the disk, with
+/// free space after the last logical. A smaller disk that holds every logical takes the
+/// image; the extended partition is cut at the new disk's end.
+#[test]
+fn smaller_disk_holding_every_logical_restores_when_the_extended_partition_spans_free_space() {
+    let t = tempfile::tempdir().unwrap();
+    let mut r = Rng::new(11);
+    let specs = vec![
+        part(
+            Fs::Ext("ext4"),
+            16,
+            "first",
+            vec![file("a.txt", r.text(70_000))],
+        ),
+        logical(
+            Fs::Vfat(16),
+            20,
+            "LOG5",
+            vec![file("B.BIN", r.bytes(1 << 20))],
+        ),
+        logical(
+            Fs::Ext("ext2"),
+            12,
+            "log6",
+            vec![file("c.txt", r.text(300_000))],
+        ),
+    ];
+    let disk = make_disk(t.path(), "ext.img", Label::Mbr, 96, &specs);
+    tool_ok(
+        "bash",
+        &[
+            "-c",
+            &format!(
+                "echo ',+' | sfdisk -N 2 --no-reread --no-tell-kernel -q '{}'",
+                p(&disk.path)
+            ),
+        ],
+    );
+    assert_mbr_valid(&disk.path);
+    let c = capture(disk, t.path().join("store"), "ext");
+    let last_end = c.disk.parts.iter().map(Built::end).max().unwrap();
+    let new_size = last_end + MIB;
+    let out = t.path().join("smaller.img");
+    std::fs::File::create(&out)
+        .unwrap()
+        .set_len(new_size)
+        .unwrap();
+    imprint_ok(&["restore", p(&c.store), c.name, p(&out), "--yes"]);
+    assert_mbr_valid(&out);
+    let j: serde_json::Value =
+        serde_json::from_slice(&tool_ok("sfdisk", &["-J", p(&out)])).unwrap();
+    let ext = &j["partitiontable"]["partitions"][1];
+    assert_eq!(ext["type"], "5");
+    let ext_end = (ext["start"].as_u64().unwrap() + ext["size"].as_u64().unwrap()) * SECTOR;
+    assert_eq!(
+        ext_end, new_size,
+        "the extended partition should end at the new disk's end"
+    );
+    for b in &c.disk.parts {
+        check_partition(&out, b, b.start, b.size, t.path(), "smaller MBR disk");
+    }
+}

@@ -894,9 +894,11 @@ pub struct Relocated {
 /// is set to the new disk size (capped at 0xFFFFFFFF). With `grow_last` the
 /// partition that ends last grows to the last usable LBA.
 ///
-/// MBR: only `grow_last` acts, extending the last primary or logical
-/// partition (and the extended container and EBR link that cover a logical)
-/// to the disk end, within the 2^32-sector limit of the format.
+/// MBR: an extended container that runs past a smaller disk's end is cut
+/// there (every EBR and logical must fit); `grow_last` extends the last
+/// primary or logical partition (and the extended container and EBR link
+/// that cover a logical) to the disk end, within the 2^32-sector limit of the
+/// format.
 ///
 /// The table is read with `old_disk_size` (where it was written); every
 /// partition must end before the new disk's last usable sector.
@@ -1054,6 +1056,30 @@ fn grow_mbr<D: Read + Write + Seek + ?Sized>(
         last_usable_lba: None,
         grown: None,
     };
+    let new_end = new_sectors * ss;
+    let mut extended = t.extended;
+    if let Some((es, _)) = t.extended.filter(|(es, esz)| es + esz > new_end) {
+        // fdisk makes the extended container span the rest of the disk, so on a
+        // smaller disk it runs past the end although every logical fits: cut it
+        // at the new end (Linux msdos.c would truncate it and warn; sfdisk
+        // --verify calls it an error). Its first sector and every EBR must fit.
+        if let Some(&e) = t.ebrs.iter().chain([&es]).find(|&&e| e + ss > new_end) {
+            return Err(TableError::DoesNotFit {
+                index: 0,
+                end_lba: e / ss,
+                last_usable: new_sectors - 1,
+            });
+        }
+        let mut mbr = rd(dev, 0, ss as usize)?;
+        for slot in 0..4 {
+            let o = 446 + 16 * slot;
+            if is_extended(mbr[o + 4]) && u64::from(le32(&mbr, o + 8)) * ss == es {
+                put32(&mut mbr, o + 12, (new_sectors - es / ss) as u32);
+            }
+        }
+        wr(dev, 0, &mbr)?;
+        extended = Some((es, new_end - es));
+    }
     let Some(last) = t
         .partitions
         .iter()
@@ -1062,14 +1088,13 @@ fn grow_mbr<D: Read + Write + Seek + ?Sized>(
     else {
         return Ok(out);
     };
-    if let Some((es, esz)) = t.extended {
+    if let Some((es, esz)) = extended {
         if !last.logical && es + esz > last.end() {
             // An (empty) extended container ends after the last data
             // partition: growing that partition would overlap it.
             return Ok(out);
         }
     }
-    let new_end = new_sectors * ss;
     if new_end <= last.end() {
         return Ok(out);
     }
@@ -1503,6 +1528,37 @@ mod tests {
             u64::from(m.logical_partitions[1].partition.sectors) * 512,
             t.partitions.last().unwrap().size
         );
+    }
+
+    #[test]
+    fn mbr_extended_container_past_a_smaller_disk_end_is_cut_there() {
+        // fdisk's layout: the extended partition spans to the end of a 64 MiB
+        // disk; its two logicals end at 38912 + 2048 + 8192 sectors (~24 MiB).
+        let size = 64 * MIB;
+        let sectors = vec![
+            (
+                0,
+                mbr_sector(&[(0, 0x83, 2048, 16384), (0, 0x05, 18432, 112640)]),
+            ),
+            (
+                18432,
+                mbr_sector(&[(0, 0x83, 2048, 16384), (0, 0x05, 20480, 10240)]),
+            ),
+            (38912, mbr_sector(&[(0, 0x0b, 2048, 8192)])),
+        ];
+        let mut d = disk_with(&sectors, size);
+        let new = 32 * MIB;
+        let r = relocate_gpt(&mut d, size, new, 512, false).unwrap();
+        assert_eq!(r.grown, None);
+        d.get_mut().truncate(new as usize);
+        let t = read_table(&mut d, new, 512).expect("the table fits the smaller disk");
+        assert_eq!(t.extended, Some((18432 * 512, new - 18432 * 512)));
+        assert_eq!(t.partitions.len(), 3);
+        // Too small for the last EBR: refused before anything is written.
+        let mut d = disk_with(&sectors, size);
+        let err = relocate_gpt(&mut d, size, 38912 * 512, 512, false).unwrap_err();
+        assert!(matches!(err, TableError::DoesNotFit { .. }), "{err}");
+        assert_eq!(d.get_ref()[..512], sectors[0].1[..]);
     }
 
     #[test]

@@ -174,7 +174,10 @@ pub fn required_size(image: &Image) -> u64 {
         .partitions
         .iter()
         .map(|p| p.end())
-        .chain(t.extended.map(|(s, l)| s + l))
+        // Not the extended container's end: it often spans free space to the end of
+        // the disk, and fit_table cuts it at a smaller target's end. Its first sector
+        // (the first EBR, perhaps an empty one) and every EBR must fit.
+        .chain(t.extended.map(|(s, _)| s + ss))
         .chain(t.ebrs.iter().map(|e| e + ss))
         .max()
         .unwrap_or(ss);
@@ -579,8 +582,9 @@ fn clear_unused(
     Ok(total)
 }
 
-/// Fits the restored table to a target of another size: GPT backup to the new end,
-/// optionally the last partition grown. On failure the table is wiped like any failed
+/// Fits the restored table to a target of another size: GPT backup to the new end, an
+/// MBR extended container cut at a smaller target's end, optionally the last partition
+/// grown. On failure the table is wiped like any failed
 /// restore, so the disk cannot boot half-fitted.
 fn fit_table(
     plan: &RestorePlan,
@@ -591,7 +595,9 @@ fn fit_table(
     outcome: &mut RestoreOutcome,
 ) -> Result<(), OpsError> {
     let m = &plan.image.manifest;
-    let resize = size != m.source.size && table.kind == TableKind::Gpt;
+    // GPT: the backup moves to the new end. MBR: an extended container that ran
+    // past a smaller target's end is cut there.
+    let resize = size != m.source.size && table.kind != TableKind::None;
     if !(resize || (plan.grow_last && table.kind != TableKind::None)) {
         if plan.grow_last {
             sink.event(Event::Warning(
