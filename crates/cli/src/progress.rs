@@ -202,9 +202,13 @@ impl Sink for Reporter {
     }
 }
 
-/// Prints one JSON Lines event `{"type": ..., "data": ...}` on stdout.
+/// Prints one JSON Lines event `{"type": ..., "data": ...}` on stdout, `type` first as
+/// docs/CLI.md shows it (serde_json's own maps would sort `data` before `type`).
 pub fn emit(kind: &str, data: serde_json::Value) {
-    let line = json!({ "type": kind, "data": data });
+    let line = format!(
+        "{{\"type\":{},\"data\":{data}}}",
+        serde_json::Value::from(kind)
+    );
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{line}");
     let _ = out.flush();
