@@ -418,6 +418,24 @@ fn change_files(disk: &Path, mnt: &Path, spread: Spread) -> BTreeMap<PathBuf, (u
     file_sums(&m.0)
 }
 
+/// A test's directory of disk images (hundreds of MiB): removed unless the test failed.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 // ---- the shared fixture: disks A and B, a store holding both, a full restore of B ----
 
 struct Fixture {
@@ -441,12 +459,13 @@ impl Fixture {
         F.get_or_init(Fixture::build)
     }
 
-    /// A scratch directory for one test.
-    fn scratch(&self, name: &str) -> PathBuf {
+    /// A scratch directory for one test, removed when the test passes (kept for a look
+    /// when it fails; the next run removes it).
+    fn scratch(&self, name: &str) -> Scratch {
         let d = self.dir.join(name);
         let _ = std::fs::remove_dir_all(&d);
         std::fs::create_dir_all(&d).unwrap();
-        d
+        Scratch(d)
     }
 
     fn build() -> Fixture {
