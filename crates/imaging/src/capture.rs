@@ -6,7 +6,7 @@ use crate::extent::{normalize, total, Extent};
 use crate::format::*;
 use crate::io::{is_zero, ReadAt};
 use crate::pipeline::{chunks_of, read_masked, run};
-use crate::sink::{Event, Progress, Sink};
+use crate::sink::{Event, Progress, Sink, Ticker};
 use crate::store::StoreWriter;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -92,7 +92,7 @@ pub fn capture(
     let mut entries: Vec<(u64, ChunkId)> = Vec::with_capacity(indices.len());
     let mut referenced: HashMap<ChunkId, ()> = HashMap::new();
     let (mut zero_chunks, mut dedup_chunks, mut read_bytes) = (0u64, 0u64, 0u64);
-    let mut last_report = Instant::now();
+    let mut ticker = Ticker::new();
 
     let result = run(
         threads,
@@ -164,14 +164,7 @@ pub fn capture(
             }
             progress.done_chunks += 1;
             progress.done_bytes += n;
-            if last_report.elapsed().as_millis() >= 200 {
-                last_report = Instant::now();
-                sink.event(Event::Progress(progress));
-            }
-            if sink.cancelled() {
-                return Err(Error::Cancelled);
-            }
-            Ok(())
+            ticker.tick(sink, progress)
         },
     );
     if let Err(e) = result {

@@ -16,7 +16,7 @@ use crate::extent::{clip, Extent};
 use crate::format::*;
 use crate::io::{is_zero, ReadAt, WriteAt};
 use crate::pipeline::{read_masked, run};
-use crate::sink::{Event, Progress, Sink};
+use crate::sink::{Event, Progress, Sink, Ticker};
 use crate::store::{Image, Store};
 use std::time::Instant;
 
@@ -246,7 +246,7 @@ impl Job<'_> {
         };
         // Chunks that touch a deferred range wait here until every other chunk is written.
         let mut held: Vec<(Extent, Option<Vec<u8>>)> = Vec::new();
-        let mut last_report = Instant::now();
+        let mut ticker = Ticker::new();
         let entries_ref = &entries;
         let mask = &mask;
 
@@ -272,7 +272,7 @@ impl Job<'_> {
                         if let Some(p) = map.chunk_range(idx).intersect(&window) {
                             progress.done_bytes += p.len;
                         }
-                        return self.tick(sink, &mut progress, &mut last_report);
+                        return ticker.tick(sink, progress);
                     }
                     Done::Zero(idx, read) => (idx, None, 0, read),
                     Done::Data(idx, d, stored, read) => (idx, Some(d), stored, read),
@@ -299,7 +299,7 @@ impl Job<'_> {
                 }
                 progress.done_chunks += 1;
                 progress.done_bytes += part.len;
-                self.tick(sink, &mut progress, &mut last_report)
+                ticker.tick(sink, progress)
             },
         )?;
 
@@ -373,17 +373,6 @@ impl Job<'_> {
         let stored = bytes.len() as u64;
         let data = self.store.decode(&id, range.offset, &loc, bytes)?;
         Ok(Done::Data(idx, data, stored, target_read))
-    }
-
-    fn tick(&self, sink: &mut dyn Sink, progress: &mut Progress, last: &mut Instant) -> Result<()> {
-        if last.elapsed().as_millis() >= 200 {
-            *last = Instant::now();
-            sink.event(Event::Progress(*progress));
-        }
-        if sink.cancelled() {
-            return Err(Error::Cancelled);
-        }
-        Ok(())
     }
 }
 

@@ -56,3 +56,31 @@ impl Sink for VecSink {
         self.0.push(event);
     }
 }
+
+/// Paces a job's progress events (at most five a second) and polls for cancellation at
+/// each chunk boundary: the one place every pipeline does both.
+#[derive(Debug)]
+pub(crate) struct Ticker {
+    last: std::time::Instant,
+}
+
+impl Ticker {
+    pub(crate) fn new() -> Self {
+        Ticker {
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Reports `progress` if 200 ms passed since the last report; fails with
+    /// `Error::Cancelled` when the sink asks to stop.
+    pub(crate) fn tick(&mut self, sink: &mut dyn Sink, progress: Progress) -> crate::Result<()> {
+        if self.last.elapsed().as_millis() >= 200 {
+            self.last = std::time::Instant::now();
+            sink.event(Event::Progress(progress));
+        }
+        if sink.cancelled() {
+            return Err(crate::Error::Cancelled);
+        }
+        Ok(())
+    }
+}

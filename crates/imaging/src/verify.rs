@@ -7,7 +7,7 @@ use crate::extent::{clip, normalize, Extent};
 use crate::format::*;
 use crate::io::{is_zero, ReadAt};
 use crate::pipeline::{read_masked, run};
-use crate::sink::{Event, Progress, Sink};
+use crate::sink::{Event, Progress, Sink, Ticker};
 use crate::store::{Image, Store};
 use std::collections::HashSet;
 use std::time::Instant;
@@ -58,7 +58,7 @@ pub fn verify_image(
     };
     let (mut bad, mut first): (u64, Option<Error>) = (0, None);
     let todo_ref = &todo;
-    let mut last = Instant::now();
+    let mut ticker = Ticker::new();
     run(
         pick(threads),
         |emit| {
@@ -90,14 +90,7 @@ pub fn verify_image(
                 }
                 first.get_or_insert(e);
             }
-            if last.elapsed().as_millis() >= 200 {
-                last = Instant::now();
-                sink.event(Event::Progress(progress));
-            }
-            if sink.cancelled() {
-                return Err(Error::Cancelled);
-            }
-            Ok(())
+            ticker.tick(sink, progress)
         },
     )?;
     progress.done_bytes = progress.total_bytes;
@@ -167,7 +160,7 @@ pub fn verify_against_excluding(
         ..Default::default()
     };
     let (mut bad, mut first_offset) = (0u64, None::<u64>);
-    let mut last = Instant::now();
+    let mut ticker = Ticker::new();
     let compared = &compared;
     run(
         pick(threads),
@@ -223,14 +216,7 @@ pub fn verify_against_excluding(
                 }
                 first_offset = Some(first_offset.map_or(off, |f| f.min(off)));
             }
-            if last.elapsed().as_millis() >= 200 {
-                last = Instant::now();
-                sink.event(Event::Progress(progress));
-            }
-            if sink.cancelled() {
-                return Err(Error::Cancelled);
-            }
-            Ok(())
+            ticker.tick(sink, progress)
         },
     )?;
     progress.done_bytes = progress.total_bytes;
