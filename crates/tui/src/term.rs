@@ -67,6 +67,23 @@ pub fn console_size() -> (u16, u16) {
     }
 }
 
+/// A cleared screen and a terminal whose next draw paints everything. Not
+/// `Terminal::clear`/`resize`: they ask the terminal where its cursor is (`ESC[6n`),
+/// and a serial line with nothing answering makes that fail after a timeout.
+fn fresh_terminal(w: u16, h: u16) -> io::Result<Terminal<CrosstermBackend<io::Stdout>>> {
+    execute!(
+        io::stdout(),
+        terminal::Clear(terminal::ClearType::All),
+        cursor::MoveTo(0, 0)
+    )?;
+    Terminal::with_options(
+        CrosstermBackend::new(io::stdout()),
+        TerminalOptions {
+            viewport: Viewport::Fixed(Rect::new(0, 0, w, h)),
+        },
+    )
+}
+
 /// Runs the TUI until the person quits or asks to reboot or power off. The caller
 /// does the reboot: PID 1 with reboot(2), the CLI just exits.
 pub fn run(opts: Options) -> io::Result<Exit> {
@@ -88,13 +105,7 @@ pub fn run(opts: Options) -> io::Result<Exit> {
     resume()?;
     let _guard = Guard;
     let (w, h) = console_size();
-    let mut term = Terminal::with_options(
-        CrosstermBackend::new(io::stdout()),
-        TerminalOptions {
-            viewport: Viewport::Fixed(Rect::new(0, 0, w, h)),
-        },
-    )?;
-    term.clear()?;
+    let mut term = fresh_terminal(w, h)?;
 
     // Without udev the monitor polls sysfs itself; either way a failure to start it
     // only costs the instant refresh (the periodic one remains).
@@ -106,7 +117,8 @@ pub fn run(opts: Options) -> io::Result<Exit> {
     let mut was_running = false;
     loop {
         if rt.needs_clear {
-            term.clear()?;
+            let area = term.get_frame().area();
+            term = fresh_terminal(area.width, area.height)?;
             rt.needs_clear = false;
         }
         term.draw(|f| render(&app, f))?;
@@ -120,7 +132,7 @@ pub fn run(opts: Options) -> io::Result<Exit> {
                         dispatch(&mut app, &mut rt, a);
                     }
                 }
-                Event::Resize(w, h) if w > 0 && h > 0 => term.resize(Rect::new(0, 0, w, h))?,
+                Event::Resize(w, h) if w > 0 && h > 0 => term = fresh_terminal(w, h)?,
                 _ => {}
             }
         }
