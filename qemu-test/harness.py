@@ -237,7 +237,7 @@ USB_HOST = ["-device", "qemu-xhci,id=xhci"]
 
 def test_direct_boot_ready(ctx):
     """(a) -kernel/-initrd with disks on virtio, AHCI, NVMe and USB: ready < 15 s, all
-    four disks listed; the menu on the serial console powers the machine off."""
+    four disks listed; the text UI on the serial console powers the machine off."""
     d = OUT / "disks"
     d.mkdir(parents=True, exist_ok=True)
     args = kernel_args("imprint.console=100x30") + ["-net", "none"] + USB_HOST
@@ -257,19 +257,24 @@ def test_direct_boot_ready(ctx):
                   f"{bus} disk {serial} not listed")
         check("4 disks" in text, "ready line does not count 4 disks")
         check(wall < 15, f"ready after {wall:.1f} s (limit 15 s)")
-        vm.wait_for(r"choice: ", 10)
-        vm.send("1\n")
-        vm.wait_for(r"choice: [\s\S]*/dev/nvme0n1[\s\S]*choice: ", 10)
-        # The shell owns the serial console and sees the size from imprint.console=.
-        vm.send("2\n")
-        vm.wait_for(r"starting a shell", 10)
+        # The text UI (imprint tui) on the serial console: home, Tools > Rescue shell.
+        vm.wait_for(r"Imprint [0-9.]+  \|  Home[\s\S]*/dev/nvme0n1", 30)
+        vm.send("t")
+        vm.wait_for(r"Rescue", 10)  # Tools (ratatui skips unchanged cells: match words)
+        vm.send("\r")
+        vm.wait_for(r"Imprint rescue shell", 10)
         time.sleep(1)
+        # The shell owns the serial console and sees the size from imprint.console=.
         vm.send("stty size; echo shell-$((6*7))\n")
         m = vm.wait_for(r"(\d+) (\d+)\s+shell-42", 10)
         check((m.group(1), m.group(2)) == ("30", "100"), f"serial window size {m.group(1)}x{m.group(2)} rows x cols, want 30x100")
         vm.send("exit\n")
-        vm.wait_for(r"shell-42[\s\S]*choice: ", 10)
-        vm.send("4\n")
+        vm.wait_for(r"shell-42[\s\S]*Power", 10)
+        for key in ["\x1b[B"] * 4 + ["\r"]:  # Tools > Power off
+            vm.send(key)
+            time.sleep(0.2)
+        vm.wait_for(r"shell-42[\s\S]*Power[\s\S]*yes", 10)
+        vm.send("y")
         vm.wait_for("imprint: powering off", 10)
         vm.wait_exit(15)
         vm.assert_no_panic()

@@ -225,7 +225,7 @@ pub fn parse(line: &str) -> Result<Config, CmdlineError> {
                     "restore" => Action::Restore,
                     "verify" => Action::Verify,
                     "shell" => Action::Shell,
-                    "menu" => Action::Menu,
+                    "menu" | "tui" => Action::Menu,
                     _ => return Err(CmdlineError::UnknownAction(value)),
                 }
             }

@@ -34,7 +34,7 @@ fn device_name(name: &str) -> String {
 }
 
 /// Serial-like consoles have no window size of their own.
-fn is_serial(name: &str) -> bool {
+pub fn is_serial(name: &str) -> bool {
     ["ttyS", "ttyUSB", "ttyAMA", "hvc", "ttyACM"]
         .iter()
         .any(|p| name.starts_with(p))
@@ -123,6 +123,11 @@ impl Console {
             .last()
             .filter(|(n, _)| n != "console")
             .map(|(n, _)| PathBuf::from("/dev").join(n))
+    }
+
+    /// The serial consoles' window size, columns x rows.
+    pub fn size(&self) -> (u16, u16) {
+        self.size
     }
 
     /// Names of the open consoles, for the log.

@@ -408,6 +408,25 @@ fn wait_for_disk(
     }
 }
 
+/// Mounts the store read-write at STORE_MOUNT for the text UI (captures write there);
+/// a store a job mounted read-only before is remounted read-write.
+pub fn mount_store_rw(device: &Path) -> Result<(), JobError> {
+    let target = Path::new(STORE_MOUNT);
+    let mounted = std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some(STORE_MOUNT));
+    if !mounted {
+        return mount_store(device, true);
+    }
+    let flags = libc::MS_REMOUNT | libc::MS_NOSUID | libc::MS_NODEV;
+    sys::mount("", target, "", flags, None).map_err(|source| JobError::MountStore {
+        device: device.display().to_string(),
+        fstype: "remount".into(),
+        source,
+    })
+}
+
 /// Mounts the store's filesystem at STORE_MOUNT, read-only unless capturing.
 fn mount_store(device: &Path, writable: bool) -> Result<(), JobError> {
     let target = Path::new(STORE_MOUNT);

@@ -1,6 +1,7 @@
 //! PID 1 of the Imprint boot environment: mounts the API filesystems, starts udev,
 //! opens the consoles, reads the `imprint.*` kernel parameters, runs the unattended job
-//! they ask for (through the `imprint` CLI) or the menu, reaps every child, and finally
+//! they ask for (through the `imprint` CLI) or the text UI on every console (`imprint
+//! tui`; the old text menu as the fallback), reaps every child, and finally
 //! powers off or reboots with reboot(2).
 //!
 //! It never exits and never panics on bad input: PID 1 exiting is a kernel panic, so every
@@ -16,6 +17,7 @@ pub mod net;
 pub mod probe;
 pub mod process;
 mod sys;
+pub mod ui;
 
 use std::fs::{File, OpenOptions};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -121,10 +123,16 @@ fn start(started: Instant, console: &mut Console) -> Next {
 }
 
 fn run_forever(console: &Console, mut next: Next) -> ! {
-    let mut menu_failures = 0u32;
+    let mut prepared = false;
     loop {
         let step = catch_unwind(AssertUnwindSafe(|| match next {
-            Next::Menu => run_menu(console, &mut menu_failures),
+            Next::Menu => {
+                if !prepared {
+                    ui::prepare(console);
+                    prepared = true;
+                }
+                Next::Halt(ui::run(console, console.size()))
+            }
             Next::Shell => {
                 run_shell(console);
                 Next::Menu
@@ -158,31 +166,6 @@ fn run_on_console(
     // The child's exit hung up the terminal it controlled, and our descriptors with it.
     console.reopen();
     status
-}
-
-fn run_menu(console: &Console, failures: &mut u32) -> Next {
-    let exe = std::fs::read_link("/proc/self/exe").unwrap_or_else(|_| "/init".into());
-    let t = Instant::now();
-    match run_on_console(console, Command::new(&exe).arg("menu")) {
-        Ok(status) => match status.code() {
-            Some(menu::EXIT_REBOOT) => return Next::Halt(Halt::Reboot),
-            Some(menu::EXIT_POWEROFF) => return Next::Halt(Halt::Poweroff),
-            _ => console.say(&format!("imprint: menu ended ({status}); restarting it")),
-        },
-        Err(e) => console.say(&format!("imprint: {e}")),
-    }
-    if t.elapsed() < Duration::from_secs(3) {
-        *failures += 1;
-        std::thread::sleep(Duration::from_secs(1));
-    } else {
-        *failures = 0;
-    }
-    if *failures >= 5 {
-        *failures = 0;
-        console.say("imprint: the menu keeps failing; starting a rescue shell");
-        return Next::Shell;
-    }
-    Next::Menu
 }
 
 fn run_shell(console: &Console) {

@@ -1,6 +1,7 @@
-//! The minimal text menu (until the TUI exists): list disks, shell, reboot, power off.
-//! It runs as a child of PID 1 (`imprint-init menu`) so a crash only restarts the menu;
-//! it asks PID 1 to reboot or power off through its exit code.
+//! The minimal text menu: list disks, shell, reboot, power off. The fallback on a
+//! console where `imprint tui` is missing or keeps crashing (see `ui`). It runs as a
+//! child of PID 1 (`imprint-init menu`) so a crash only restarts the menu; it asks PID
+//! 1 to reboot or power off through its exit code, the same codes as `imprint tui`.
 
 use std::io::{self, BufRead, Write};
 use std::process::Command;

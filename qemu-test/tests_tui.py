@@ -1,0 +1,357 @@
+"""(f) The text UI end to end, keyboard only: power on, capture, restore, power off.
+
+One boot (direct kernel) with a small real system on an AHCI disk, the USB stick image
+(its exFAT IMPRINT partition is the store) and a blank NVMe disk. imprint-init runs
+`imprint tui` on tty1 and on the serial console. The test types into the serial console
+only: capture the AHCI disk into the store, restore it onto the NVMe disk with the typed
+confirmation (a wrong word first), then power off from Tools. The screen is read by
+replaying the serial output (ANSI) into an 80x25 grid, so assertions are on the text a
+technician sees. tty1's TUI is driven with HMP `sendkey` for the VGA screenshots (home,
+restore confirmation, progress); a rescue shell opened from the serial TUI reads
+/dev/vcs1 to be sure what each screenshot shows and freezes tty1's TUI (SIGSTOP) on its
+progress screen. The host then checks the NVMe disk: sgdisk -v, e2fsck -fn, fsck.vfat -n
+and file checksums, as tests_capture does.
+
+UPDATE_SCREENSHOTS=1 also copies the PNGs to docs/screenshots/.
+"""
+
+import codecs
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+
+from harness import DIST, OUT, TOP, USB_HOST, VM, TestFailure, check, disk_args, kernel_args
+from tests_capture import ESP_SIZE, ESP_START, ROOT_START, SRC_SIZE, make_source_system, partition_offsets, sh
+
+COLS, ROWS = 80, 25
+KEY_GAP = 0.15
+ENTER, ESC, DOWN = "\r", "\x1b", "\x1b[B"
+
+
+class Screen:
+    """Just enough of a VT100 to replay ratatui's output: cursor moves, clears, text.
+    Colours are dropped; every full frame seen is kept for "did it ever show X"."""
+
+    def __init__(self):
+        self.dec = codecs.getincrementaldecoder("utf-8")("replace")
+        self.grid = [[" "] * COLS for _ in range(ROWS)]
+        self.row = self.col = 0
+        self.pending = ""
+        self.seen = []
+
+    def text(self):
+        return "\n".join("".join(r).rstrip() for r in self.grid)
+
+    def _clear(self):
+        self.grid = [[" "] * COLS for _ in range(ROWS)]
+
+    def feed(self, data):
+        s = self.pending + self.dec.decode(data)
+        self.pending = ""
+        i, n = 0, len(s)
+        while i < n:
+            c = s[i]
+            if c == "\x1b":
+                if i + 1 >= n:
+                    self.pending = s[i:]
+                    break
+                if s[i + 1] != "[":
+                    i += 2
+                    continue
+                m = re.compile(r"\[([0-9;?]*)([@-~])").match(s, i + 1)
+                if not m:
+                    self.pending = s[i:]
+                    break
+                params, final = m.group(1), m.group(2)
+                nums = [int(p) if p.isdigit() else 0 for p in params.lstrip("?").split(";")] if params else []
+                if final == "H":
+                    self.row = max(1, nums[0] if nums else 1) - 1
+                    self.col = max(1, nums[1] if len(nums) > 1 else 1) - 1
+                elif final == "J" and (nums[:1] == [2] or nums[:1] == [3]):
+                    self._clear()
+                elif final == "K":
+                    if 0 <= self.row < ROWS:
+                        for x in range(self.col, COLS):
+                            self.grid[self.row][x] = " "
+                elif final in "hl" and params.startswith("?1049"):
+                    self._clear()
+                i = m.end()
+                continue
+            if c == "\r":
+                self.col = 0
+            elif c == "\n":
+                self.row = min(self.row + 1, ROWS - 1)
+            elif c >= " ":
+                if 0 <= self.row < ROWS and 0 <= self.col < COLS:
+                    self.grid[self.row][self.col] = c
+                self.col += 1
+            i += 1
+        t = self.text()
+        if not self.seen or self.seen[-1] != t:
+            self.seen.append(t)
+
+
+class TuiVM(VM):
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.screen = Screen()
+        self.fed = 0
+
+    def update(self):
+        data = self.log.read_bytes()
+        if len(data) > self.fed:
+            self.screen.feed(data[self.fed:])
+            self.fed = len(data)
+        return self.screen.text()
+
+    def wait_screen(self, pattern, timeout, what=None):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            t = self.update()
+            if rx.search(t):
+                return t
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise TestFailure(f"{self.name}: {what or pattern} not on screen within {timeout} s; screen:\n{t}")
+            time.sleep(0.2)
+
+    def keys(self, *keys):
+        for k in keys:
+            self.send(k)
+            time.sleep(KEY_GAP)
+
+    def select_row(self, needle, max_moves=12):
+        """Presses Down until the selected row (`|>`) holds `needle`; returns the moves."""
+        for moves in range(max_moves):
+            t = self.update()
+            if any(l.startswith("|>") and needle in l for l in t.splitlines()):
+                return moves
+            self.keys(DOWN)
+            time.sleep(0.4)
+        raise TestFailure(f"{needle} never selected; screen:\n{self.update()}")
+
+    def vga_keys(self, *names):
+        for n in names:
+            self.monitor(f"sendkey {n}")
+
+    def shell(self, command, timeout=20):
+        """Runs a command in the rescue shell on the serial console; returns its output."""
+        tag = f"@{int(time.monotonic() * 1000) % 100000}"
+        start = len(self.text())
+        # Quotes split the marker in the echoed command line, not in the output.
+        self.send(f"{command}; echo EN''D{tag}\n")
+        self.wait_for_after(start, rf"END{tag}\s", timeout)
+        out = self.text()[start:]
+        return out[: out.rfind(f"END{tag}")]
+
+    def wait_for_after(self, offset, pattern, timeout):
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if rx.search(self.text()[offset:]):
+                return
+            time.sleep(0.1)
+        raise TestFailure(f"{self.name}: no /{pattern}/ within {timeout} s; tail: {self.tail()}")
+
+
+def vcs1(vm):
+    """tty1's screen text, read in the guest."""
+    out = vm.shell(f"head -c {COLS * ROWS} /dev/vcs1 | fold -w {COLS}")
+    return out
+
+
+def ever_seen(vm, *patterns):
+    vm.update()
+    return [t for t in vm.screen.seen if all(re.search(p, t) for p in patterns)]
+
+
+def test_tui_capture_then_restore_over_serial(ctx):
+    """(f) keyboard-only capture and restore in the TUI over the serial console; screens
+    checked; VGA screenshots of home, confirmation and progress; host checks the disk."""
+    work = OUT / "tui-disks"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    source, esp_files, root_files = make_source_system(work)
+    stick = work / "stick.img"
+    sh("cp", "--sparse=always", str(DIST / "imprint-usb.img"), str(stick))
+    target = work / "nvme.img"
+    with open(target, "wb") as f:
+        f.truncate(SRC_SIZE)
+    src_sum = hashlib.sha256(source.read_bytes()).hexdigest()
+    args = kernel_args("") + ["-net", "none"] + USB_HOST
+    args += disk_args(stick, "usb", "IMPRINT-STICK", "st")
+    args += disk_args(source, "ahci", "SRC-DISK", "src")
+    args += disk_args(target, "nvme", "NEW-NVME", "dst")
+    vm = TuiVM("tui", args)
+    shots = vm.dir / "screenshots"
+    shots.mkdir()
+    t0 = time.monotonic()
+    try:
+        vm.wait_for(r"imprint: ready in", 40)
+        vm.wait_for(r"boot medium \S+ \(\S+\) protected", 10)
+        vm.wait_screen(r"(?=[\s\S]*Home)(?=[\s\S]*SRC-DISK)(?=[\s\S]*NEW-NVME)[\s\S]*/run/imprint/store", 30,
+                       "home screen")
+        ctx.note(f"home on serial at {vm.elapsed():.1f} s")
+
+        # --- capture ------------------------------------------------------------------
+        vm.keys("c")
+        vm.wait_screen(r"Capture 1/5", 10)
+        src_moves = vm.select_row("SRC-DISK")
+        vm.keys(ENTER)
+        vm.wait_screen(r"Capture 2/5", 10)
+        vm.keys(ENTER)
+        vm.wait_screen(r"Capture 3/5", 10)
+        vm.keys(*"golden", ENTER)
+        vm.wait_screen(r"Capture 4/5", 10)
+        vm.keys(*"tui test", ENTER)
+        vm.wait_screen(r"Capture 5/5", 10)
+        t_cap = time.monotonic()
+        vm.keys(ENTER)
+        vm.wait_screen(r"Result[\s\S]*Captured \"golden\"", 120, "capture result")
+        ctx.note(f"capture {time.monotonic() - t_cap:.1f} s")
+        check(ever_seen(vm, r"Capturing /dev/\w+ into /run/imprint/store", r"Phase:\s+\S",
+                        r"Done:\s+[0-9.]+ \w*B of [0-9.]+ \w*B", r"Rate:\s+.*average", r"ETA"),
+              "the capture's progress screen (phase, bytes, rate, ETA) was never shown")
+        res = vm.update()
+        check("SUCCESS" in res and re.search(r"Read [0-9.]+ \w?B of a 268\.4 MB disk", res),
+              f"capture result screen:\n{res}")
+        check(hashlib.sha256(source.read_bytes()).hexdigest() == src_sum, "capture changed the source disk")
+
+        # --- restore ------------------------------------------------------------------
+        vm.keys(ENTER)
+        vm.wait_screen(r"Home[\s\S]*golden", 15, "home with the new image")
+        vm.keys("r")
+        vm.wait_screen(r"Restore 1/5", 10)
+        vm.keys(ENTER)
+        vm.wait_screen(r"Restore 2/5[\s\S]*golden", 10)
+        vm.keys(ENTER)
+        vm.wait_screen(r"Restore 3/5", 10)
+        vm.wait_screen(r"Restore 3/5(?![\s\S]*checking\.\.\.)", 30, "target checks")
+        t = vm.update()
+        check(re.search(r"IMPRINT-STICK[^\n]*\n\|\s+REFUSED: [\s\S]*image store", t), f"the store's stick is not refused:\n{t}")
+        dst_moves = vm.select_row("NEW-NVME")
+        vm.keys(ENTER)
+        vm.wait_screen(r"Restore 4/5: options", 10)
+        vm.keys(ENTER)
+        t = vm.wait_screen(r"Restore 5/5: CONFIRM", 30)
+        check("NEW-NVME" in t and "type the LAST 4 CHARACTERS" in t and "THIS DISK WILL BE ERASED" in t,
+              f"confirmation screen:\n{t}")
+        vm.keys(*"XXXX", ENTER)
+        vm.wait_screen(r"does not match", 10, "wrong word refused")
+        check("Restore 5/5" in vm.update(), "a wrong word left the confirmation screen")
+        vm.keys(*["\x7f"] * 4)
+        vm.keys(*"nvme")
+        vm.wait_screen(r"Matches\. Press Enter", 10)
+        t_res = time.monotonic()
+        vm.keys(ENTER)
+        res = vm.wait_screen(r"Result[\s\S]*(SUCCESS|FAILED)", 180, "restore result")
+        ctx.note(f"restore {time.monotonic() - t_res:.1f} s")
+        check(re.search(r"Restored \"golden\" onto /dev/nvme0n1", res) and "SUCCESS" in res,
+              f"restore result screen:\n{res}")
+        check(re.search(r"Wrote [0-9.]+ \w?B in \d+ chunks", res), f"restore result has no figures:\n{res}")
+        check(ever_seen(vm, r"Restoring \"golden\" onto /dev/nvme0n1", r"Phase:\s+\S", r"Done:\s+[0-9.]+ \w*B of",
+                        r"Rate:\s+.*average", r"Chunks:\s+\d+ of \d+ done"),
+              "the restore's progress screen was never shown")
+
+        # --- tty1: screenshots, checked through a rescue shell on the serial console ---
+        vm.keys(ENTER)
+        vm.wait_screen(r"Home", 10)
+        vm.keys("t")
+        vm.wait_screen(r"Tools", 10)
+        vm.keys(ENTER)
+        vm.wait_for(r"Imprint rescue shell", 10)
+        time.sleep(1)
+        out = vcs1(vm)
+        check("Home" in out and "golden" in out, f"tty1 does not show the home screen with the image:\n{out}")
+        vm.monitor(f"screendump {shots / 'home.png'} -f png")
+
+        vm.vga_keys("r", "ret", "ret")
+        time.sleep(3)  # target checks
+        vm.vga_keys(*["down"] * dst_moves, "ret", "ret")
+        deadline = time.monotonic() + 30
+        while "CONFIRM" not in (out := vcs1(vm)) and time.monotonic() < deadline:
+            time.sleep(1)
+        check("CONFIRM" in out and "NEW-NVME" in out, f"tty1 did not reach the confirmation:\n{out}")
+        vm.monitor(f"screendump {shots / 'restore-confirm.png'} -f png")
+        vm.vga_keys("esc", "esc", "esc", "esc", "esc")
+
+        # Freeze tty1's TUI on its progress screen (a verify of the image) for the shot.
+        pid = vm.shell("for p in /proc/[0-9]*; do set -- $(cat $p/stat 2>/dev/null); "
+                       "[ \"$7\" = 1025 ] && grep -q tui $p/cmdline && echo PID=${p#/proc/}; done")
+        m = re.search(r"PID=(\d+)", pid)
+        check(m, f"no TUI process on tty1: {pid!r}")
+        tpid = m.group(1)
+        # Stopped once some bytes are done (or the job ended, which the check reports).
+        vm.send(f"(until grep -q 'Done: *[1-9]' /dev/vcs1 || grep -q Result /dev/vcs1; do usleep 5000; done; "
+                f"kill -STOP {tpid}; echo FRO''ZEN) &\n")
+        time.sleep(0.5)
+        # Verify > compare a disk with the image > the restored NVMe disk.
+        vm.vga_keys("v", "ret", "ret", "down", "ret", *["down"] * dst_moves, "ret")
+        vm.wait_for(r"FROZEN", 60)
+        out = vcs1(vm)
+        check(re.search(r"Comparing /dev/nvme0n1 with image", out) and re.search(r"Done: +[1-9]", out),
+              f"tty1 progress screen:\n{out}")
+        vm.monitor(f"screendump {shots / 'progress.png'} -f png")
+        vm.shell(f"kill -CONT {tpid}")
+        vm.send("exit\n")
+
+        # --- power off from the TUI -----------------------------------------------------
+        vm.wait_screen(r"Tools", 15)
+        vm.select_row("Power off")
+        vm.keys(ENTER)
+        vm.wait_screen(r"y yes", 10, "power-off question")
+        vm.keys("y")
+        vm.wait_for(r"imprint: powering off", 20)
+        vm.wait_exit(30)
+        vm.assert_no_panic()
+        ctx.note(f"boot to power-off {vm.elapsed():.1f} s (source row +{src_moves}, target row +{dst_moves})")
+    finally:
+        vm.stop()
+
+    for name in ("home", "restore-confirm", "progress"):
+        png = shots / f"{name}.png"
+        check(png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"screenshot {name}.png missing")
+    if os.environ.get("UPDATE_SCREENSHOTS"):
+        dest = TOP / "docs" / "screenshots"
+        dest.mkdir(parents=True, exist_ok=True)
+        for png in shots.glob("*.png"):
+            shutil.copy(png, dest / png.name)
+
+    # --- the restored disk, on the host ---------------------------------------------------
+    problems = []
+    v = subprocess.run(["sgdisk", "-v", str(target)], capture_output=True, text=True).stdout
+    if "No problems found" not in v:
+        problems.append("sgdisk -v: " + " ".join(v.split())[:300])
+    parts = partition_offsets(target)
+    if len(parts) < 2 or parts[0] != (ESP_START, ESP_SIZE) or parts[1][0] != ROOT_START:
+        raise AssertionError(f"partitions moved or missing: {parts}; problems so far: {problems}")
+    root_copy = work / "restored-root.ext4"
+    sh("dd", f"if={target}", f"of={root_copy}", "bs=1M", f"skip={ROOT_START >> 20}",
+       f"count={parts[1][1] >> 20}", "status=none")
+    r = subprocess.run(["e2fsck", "-fn", str(root_copy)], capture_output=True, text=True)
+    if r.returncode != 0:
+        problems.append(f"e2fsck -fn exit {r.returncode}: {r.stdout.strip()[-200:]}")
+    esp_copy = work / "restored-esp.vfat"
+    sh("dd", f"if={target}", f"of={esp_copy}", "bs=1M", f"skip={ESP_START >> 20}",
+       f"count={ESP_SIZE >> 20}", "status=none")
+    r = subprocess.run(["fsck.vfat", "-n", str(esp_copy)], capture_output=True, text=True)
+    if r.returncode != 0:
+        problems.append(f"fsck.vfat -n exit {r.returncode}: {r.stdout.strip()[-200:]}")
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    for name, digest in esp_files.items():
+        data = subprocess.run(["mcopy", "-i", str(esp_copy), f"::{name}", "-"], capture_output=True, env=env).stdout
+        if hashlib.sha256(data).hexdigest() != digest:
+            problems.append(f"ESP file {name} differs after restore")
+    for name, digest in root_files.items():
+        data = subprocess.run(["debugfs", "-R", f"cat {name}", str(root_copy)], capture_output=True).stdout
+        if hashlib.sha256(data).hexdigest() != digest:
+            problems.append(f"root file {name} differs after restore")
+    check(not problems, "restored disk: " + "; ".join(problems))
+    ctx.note(f"host: sgdisk -v, e2fsck -fn, fsck.vfat -n clean, {len(esp_files) + len(root_files)} files match; "
+             f"total {time.monotonic() - t0:.0f} s")
+
+
+TESTS = [test_tui_capture_then_restore_over_serial]
