@@ -94,7 +94,7 @@ pub struct Opened {
 
 /// Opens `name` in the store at `store` (read-only: no lock, nothing written).
 pub fn open(store: &Path, name: &str) -> Result<Opened, OpsError> {
-    let store = Arc::new(Store::open(store)?);
+    let store = Arc::new(Store::open_location(&store.to_string_lossy())?);
     let image = store.load_image(name)?;
     let reader = Arc::new(ImageReader::new(store.clone(), &image));
     let parts = parts::partitions(&image.manifest);

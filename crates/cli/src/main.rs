@@ -3,6 +3,7 @@
 //! documented in docs/CLI.md.
 #![forbid(unsafe_code)]
 
+mod location;
 mod progress;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,10 @@ struct Cli {
     /// Print JSON Lines events and results on stdout instead of human output.
     #[arg(long, global = true)]
     json: bool,
+    /// File whose first line is the password of an smb://USER@HOST/SHARE store
+    /// (else $IMPRINT_STORE_PASSWORD, else a prompt).
+    #[arg(long, global = true, value_name = "FILE")]
+    password_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -162,7 +167,7 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C asks the job to stop at the next chunk boundary, so a restore can zero
     // the table areas on its way out. A second Ctrl-C kills at once.
@@ -173,7 +178,13 @@ fn main() {
     let json = cli.json;
     let command = command_name(&cli.command);
     let mut reporter = Reporter::new(json, cancel);
-    let result = run(cli.command, &mut reporter);
+    // A network store is mounted for the whole command and unmounted before exit.
+    let result =
+        location::prepare(&mut cli.command, cli.password_file.as_deref()).and_then(|mount| {
+            let r = run(cli.command, &mut reporter);
+            drop(mount);
+            r
+        });
     reporter.finish_line();
     let code = match result {
         Ok(()) => exit::OK,

@@ -5,6 +5,7 @@
 //! warnings go through [`Sink`]. docs/FORMAT.md is the specification of every byte.
 #![forbid(unsafe_code)]
 
+pub mod backend;
 pub mod capture;
 pub mod error;
 pub mod extent;

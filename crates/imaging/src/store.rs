@@ -7,8 +7,13 @@
 //! STORE/packs/<id>.idx          written when its pack is sealed (§4)
 //! STORE/images/NAME.json        an image's manifest, committed last (§5)
 //! STORE/images/NAME.<h>.map     its chunk map (§6)
+//! STORE/{packs,images}/index.list  file lists for readers without directory listings (§9)
 //! ```
+//!
+//! Readers go through a [`Backend`] (a local directory or an HTTP server); writers
+//! need a local directory (a mounted network share is one).
 
+use crate::backend::{is_http, Backend, HttpBackend, LocalBackend, INDEX_LIST};
 use crate::error::{Error, Result};
 use crate::format::*;
 use serde::{Deserialize, Serialize};
@@ -17,7 +22,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 pub const STORE_FILE: &str = "imprint-store.json";
 
@@ -50,11 +54,14 @@ pub struct Image {
 /// An open store: its configuration and the index of every sealed pack.
 #[derive(Debug)]
 pub struct Store {
+    /// The directory for a local store; the URL (for messages only) for an HTTP one.
     root: PathBuf,
+    backend: Box<dyn Backend>,
     config: StoreConfig,
     packs: Vec<String>,
+    /// Sealed length of each pack, from its index.
+    pack_lens: Vec<u64>,
     index: HashMap<ChunkId, Location>,
-    handles: Mutex<HashMap<u32, Arc<File>>>,
     /// The writer lock, held by a store opened with [`Store::open_writable`].
     lock: Option<File>,
 }
@@ -92,9 +99,37 @@ impl Store {
     /// Opens an existing store for reading. Packs that have no index (a capture still
     /// running, or one that died) are not visible; committed images never need them.
     pub fn open(root: &Path) -> Result<Store> {
+        Store::open_backend(root.into(), Box::new(LocalBackend::new(root)))
+    }
+
+    /// Opens a store for reading from a directory path or an `http(s)://` URL of the
+    /// directory that holds `imprint-store.json` (FORMAT.md §9).
+    pub fn open_location(location: &str) -> Result<Store> {
+        if is_http(location) {
+            let b = HttpBackend::new(location)
+                .map_err(|e| Error::io("opening store", PathBuf::from(location), e))?;
+            Store::open_backend(PathBuf::from(b.describe()), Box::new(b))
+        } else {
+            Store::open(Path::new(location))
+        }
+    }
+
+    /// True when this store is read through HTTP (and so can never be written).
+    pub fn is_remote(&self) -> bool {
+        is_http(&self.backend.describe())
+    }
+
+    fn open_backend(root: PathBuf, backend: Box<dyn Backend>) -> Result<Store> {
+        let remote = is_http(&backend.describe());
         let cfg_path = root.join(STORE_FILE);
-        let bytes = match fs::read(&cfg_path) {
+        let bytes = match backend.read(STORE_FILE) {
             Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && remote => {
+                return Err(Error::NotAStore {
+                    path: root,
+                    reason: format!("the server has no {STORE_FILE} there: {e}"),
+                });
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let reason = if root.is_dir() {
                     format!("it has no {STORE_FILE}")
@@ -103,10 +138,7 @@ impl Store {
                 } else {
                     "it does not exist".to_string()
                 };
-                return Err(Error::NotAStore {
-                    path: root.into(),
-                    reason,
-                });
+                return Err(Error::NotAStore { path: root, reason });
             }
             Err(e) => return Err(Error::io("reading", cfg_path, e)),
         };
@@ -117,14 +149,14 @@ impl Store {
             })?;
         if value.get("format").and_then(|v| v.as_str()) != Some("imprint-store") {
             return Err(Error::NotAStore {
-                path: root.into(),
+                path: root,
                 reason: format!("{STORE_FILE} does not describe an imprint store"),
             });
         }
         let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
         if version != STORE_VERSION as u64 {
             return Err(Error::StoreVersion {
-                path: root.into(),
+                path: root,
                 found: version,
                 supported: STORE_VERSION,
             });
@@ -144,11 +176,12 @@ impl Store {
             });
         }
         let mut store = Store {
-            root: root.into(),
+            root,
+            backend,
             config,
             packs: Vec::new(),
+            pack_lens: Vec::new(),
             index: HashMap::new(),
-            handles: Mutex::new(HashMap::new()),
             lock: None,
         };
         store.load_indexes()?;
@@ -224,12 +257,25 @@ impl Store {
     }
 
     fn display(&self) -> String {
-        self.root.display().to_string()
+        self.backend.describe()
+    }
+
+    /// Bytes of all sealed packs.
+    pub fn pack_bytes(&self) -> u64 {
+        self.pack_lens.iter().sum()
+    }
+
+    /// Lists `dir` of the store through the backend.
+    fn list(&self, dir: &str) -> Result<Vec<String>> {
+        self.backend
+            .list(dir)
+            .map_err(|e| Error::io("listing", self.root.join(dir), e))
     }
 
     fn load_indexes(&mut self) -> Result<()> {
         let dir = self.packs_dir();
-        let mut names: Vec<String> = list_dir(&dir)?
+        let mut names: Vec<String> = self
+            .list("packs")?
             .into_iter()
             .filter_map(|n| n.strip_suffix(".idx").map(str::to_string))
             .filter(|n| !n.starts_with('.'))
@@ -237,19 +283,23 @@ impl Store {
         names.sort();
         for name in names {
             let p = dir.join(format!("{name}.idx"));
-            let bytes = fs::read(&p).map_err(|e| Error::io("reading pack index", &p, e))?;
-            let (entries, _) = decode_index(&bytes).map_err(|reason| Error::StoreConfig {
+            let bytes = self
+                .backend
+                .read(&format!("packs/{name}.idx"))
+                .map_err(|e| Error::io("reading pack index", &p, e))?;
+            let (entries, len) = decode_index(&bytes).map_err(|reason| Error::StoreConfig {
                 path: p.clone(),
                 reason,
             })?;
-            self.add_pack(name, &entries);
+            self.add_pack(name, &entries, len);
         }
         Ok(())
     }
 
-    fn add_pack(&mut self, name: String, entries: &[IndexEntry]) {
+    fn add_pack(&mut self, name: String, entries: &[IndexEntry], len: u64) {
         let pack = self.packs.len() as u32;
         self.packs.push(name);
+        self.pack_lens.push(len);
         for e in entries {
             self.index.entry(e.id).or_insert(Location {
                 pack,
@@ -275,24 +325,18 @@ impl Store {
         self.index.len()
     }
 
-    fn pack_path(&self, pack: u32) -> PathBuf {
+    /// `packs/<id>.pack`, relative to the store.
+    fn pack_rel(&self, pack: u32) -> String {
         let name = self
             .packs
             .get(pack as usize)
             .map(String::as_str)
             .unwrap_or("?");
-        self.packs_dir().join(format!("{name}.pack"))
+        format!("packs/{name}.pack")
     }
 
-    fn handle(&self, pack: u32) -> Result<Arc<File>> {
-        let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = h.get(&pack) {
-            return Ok(f.clone());
-        }
-        let p = self.pack_path(pack);
-        let f = Arc::new(File::open(&p).map_err(|e| Error::io("opening pack", &p, e))?);
-        h.insert(pack, f.clone());
-        Ok(f)
+    fn pack_path(&self, pack: u32) -> PathBuf {
+        self.root.join(self.pack_rel(pack))
     }
 
     /// Reads a chunk's stored (still encoded) bytes. `disk_offset` is for messages.
@@ -301,16 +345,19 @@ impl Store {
             id: *id,
             offset: disk_offset,
         })?;
-        let f = self.handle(loc.pack)?;
         let mut buf = vec![0u8; loc.stored_len as usize];
-        f.read_exact_at(&mut buf, loc.offset).map_err(|e| {
-            let reason = if e.kind() == io::ErrorKind::UnexpectedEof {
-                "the pack file is truncated".to_string()
-            } else {
-                e.to_string()
-            };
-            self.corrupt(id, disk_offset, &loc, reason)
-        })?;
+        let rel = self.pack_rel(loc.pack);
+        self.backend
+            .read_at(&rel, loc.offset, &mut buf)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::UnexpectedEof => {
+                    self.corrupt(id, disk_offset, &loc, "the pack file is truncated".into())
+                }
+                io::ErrorKind::InvalidData => self.corrupt(id, disk_offset, &loc, e.to_string()),
+                // Not the store's fault (a server that went away, a disk error):
+                // say which file could not be read.
+                _ => Error::io("reading pack", self.pack_path(loc.pack), e),
+            })?;
         Ok((loc, buf))
     }
 
@@ -373,7 +420,8 @@ impl Store {
 
     /// Names of committed images (those whose manifest exists), sorted.
     pub fn image_names(&self) -> Result<Vec<String>> {
-        let mut v: Vec<String> = list_dir(&self.images_dir())?
+        let mut v: Vec<String> = self
+            .list("images")?
             .into_iter()
             .filter(|n| !n.starts_with('.'))
             .filter_map(|n| n.strip_suffix(".json").map(str::to_string))
@@ -390,7 +438,7 @@ impl Store {
             reason,
         })?;
         let p = self.images_dir().join(format!("{name}.json"));
-        let bytes = match fs::read(&p) {
+        let bytes = match self.backend.read(&format!("images/{name}.json")) {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Err(Error::ImageNotFound {
@@ -433,7 +481,10 @@ impl Store {
             reason,
         };
         let mp = self.images_dir().join(&manifest.map_file);
-        let map_bytes = fs::read(&mp).map_err(|e| map_err(format!("{}: {e}", mp.display())))?;
+        let map_bytes = self
+            .backend
+            .read(&format!("images/{}", manifest.map_file))
+            .map_err(|e| map_err(format!("{}: {e}", mp.display())))?;
         let map = ChunkMap::decode(&map_bytes).map_err(map_err)?;
         let actual = manifest.compute_root_hash(&map_bytes);
         if actual != manifest.root_hash {
@@ -458,6 +509,11 @@ impl Store {
     /// Opens (creating when `root` is missing or empty) a store for capture: takes the
     /// writer lock, then recovers the packs of captures that died.
     pub fn open_writable(root: &Path, chunk_size: u32) -> Result<Store> {
+        if is_http(&root.to_string_lossy()) {
+            return Err(Error::ReadOnlyStore {
+                store: root.display().to_string(),
+            });
+        }
         let mut store = Store::open_or_create(root, chunk_size)?;
         let lock_path = root.join("lock");
         let lock = OpenOptions::new()
@@ -480,6 +536,9 @@ impl Store {
         }
         store.lock = Some(lock);
         store.recover_orphan_packs()?;
+        // A store written by an older imprint, or one copied in by hand, gets its lists.
+        store.write_list("packs")?;
+        store.write_list("images")?;
         Ok(store)
     }
 
@@ -530,9 +589,27 @@ impl Store {
                 &format!("{name}.idx"),
                 &encode_index(&entries, good_len),
             )?;
-            self.add_pack(name, &entries);
+            self.add_pack(name, &entries, good_len);
         }
         Ok(())
+    }
+
+    /// Rewrites `dir/index.list` from the directory itself (FORMAT.md §9): the sealed
+    /// packs' `.idx` files, or the committed images' `.json` manifests, sorted, one a line.
+    fn write_list(&self, dir: &str) -> Result<()> {
+        let suffix = if dir == "packs" { ".idx" } else { ".json" };
+        let path = self.root.join(dir);
+        let mut names: Vec<String> = list_dir(&path)?
+            .into_iter()
+            .filter(|n| !n.starts_with('.') && n.ends_with(suffix))
+            .collect();
+        names.sort();
+        let mut text = String::new();
+        for n in names {
+            text.push_str(&n);
+            text.push('\n');
+        }
+        write_atomic(&path, INDEX_LIST, text.as_bytes())
     }
 }
 
@@ -762,7 +839,7 @@ impl<'a> StoreWriter<'a> {
             .map_err(|e| Error::io("syncing pack", &pack.path, e))?;
         let idx = encode_index(&pack.entries, pack.len);
         write_atomic(&self.store.packs_dir(), &format!("{}.idx", pack.name), &idx)?;
-        Ok(())
+        self.store.write_list("packs")
     }
 
     /// Drops the open pack after a failure that makes it useless (a full disk): the
@@ -790,6 +867,7 @@ impl<'a> StoreWriter<'a> {
         write_atomic(&dir, &manifest.map_file, &map_bytes)?;
         let json = serde_json::to_vec_pretty(&manifest).unwrap_or_default();
         write_atomic(&dir, &format!("{}.json", manifest.name), &json)?;
+        self.store.write_list("images")?;
         Ok(manifest)
     }
 

@@ -29,6 +29,12 @@ pub struct CaptureRequest {
 /// Runs a capture. Nothing is written to the source, ever; the store gets packs and,
 /// last, the manifest.
 pub fn capture(req: &CaptureRequest, sink: &mut dyn Sink) -> Result<CaptureReport, OpsError> {
+    if imaging::backend::is_http(&req.store.to_string_lossy()) {
+        return Err(OpsError::Usage(format!(
+            "HTTP stores are read-only: cannot capture into {}; capture into a directory or an smb:// or nfs:// share",
+            req.store.display()
+        )));
+    }
     imaging::format::validate_name(&req.name).map_err(|reason| {
         OpsError::Usage(format!("invalid image name {:?}: {reason}", req.name))
     })?;

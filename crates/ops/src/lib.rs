@@ -9,6 +9,7 @@ mod devices;
 mod error;
 mod grow;
 mod layout;
+pub mod locations;
 mod restore;
 mod stores;
 mod verify;

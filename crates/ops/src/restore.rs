@@ -193,10 +193,14 @@ pub fn required_size(image: &Image) -> u64 {
 /// the target is not busy, not the store's or boot medium's disk, has the image's
 /// sector size, and is large enough. Writes nothing.
 pub fn plan_restore(req: &RestoreRequest) -> Result<RestorePlan, OpsError> {
-    let store = Store::open(&req.store)?;
+    let store = Store::open_location(&req.store.to_string_lossy())?;
     let image = store.load_image(&req.name)?;
     let m = &image.manifest;
-    let mut protected = vec![Protected::store(&req.store)];
+    let mut protected = Vec::new();
+    // An HTTP store lives on no local disk.
+    if !store.is_remote() {
+        protected.push(Protected::store(&req.store));
+    }
     if let Some(p) = std::env::var_os(crate::BOOT_MEDIUM_ENV) {
         protected.push(Protected::boot_medium(Path::new(&p)));
     }

@@ -27,14 +27,14 @@ pub struct StoreSummary {
     pub path: String,
     pub chunk_size: u32,
     pub chunks: usize,
-    /// Bytes of all pack files.
+    /// Bytes of all sealed packs.
     pub pack_bytes: u64,
     pub images: Vec<ImageSummary>,
 }
 
 /// Lists the committed images; a damaged one is listed with its error.
 pub fn list_images(store: &Path) -> Result<StoreSummary, OpsError> {
-    let s = Store::open(store)?;
+    let s = Store::open_location(&store.to_string_lossy())?;
     let mut images = Vec::new();
     for name in s.image_names()? {
         images.push(match s.load_image(&name) {
@@ -63,25 +63,17 @@ pub fn list_images(store: &Path) -> Result<StoreSummary, OpsError> {
             },
         });
     }
-    let pack_bytes = std::fs::read_dir(store.join("packs"))
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
     Ok(StoreSummary {
         path: store.display().to_string(),
         chunk_size: s.chunk_size(),
         chunks: s.chunk_count(),
-        pack_bytes,
+        pack_bytes: s.pack_bytes(),
         images,
     })
 }
 
 /// The manifest of one image, checked.
 pub fn image_info(store: &Path, name: &str) -> Result<Manifest, OpsError> {
-    let s = Store::open(store)?;
+    let s = Store::open_location(&store.to_string_lossy())?;
     Ok(s.load_image(name)?.manifest)
 }

@@ -19,7 +19,7 @@ pub struct VerifyRequest {
 
 /// Runs a verification; a mismatch is an error whose exit code is 3.
 pub fn verify(req: &VerifyRequest, sink: &mut dyn Sink) -> Result<VerifyReport, OpsError> {
-    let store = Store::open(&req.store)?;
+    let store = Store::open_location(&req.store.to_string_lossy())?;
     let image = store.load_image(&req.name)?;
     match &req.against {
         None => Ok(imaging::verify_image(&store, &image, req.threads, sink)?),
