@@ -209,7 +209,7 @@ impl HttpBackend {
                 Err(e) => {
                     return Err(Failure::Retry(io::Error::new(
                         e.kind(),
-                        format!("{url}: connection lost while receiving: {e}"),
+                        format!("connection lost while receiving: {e}"),
                     )))
                 }
             }
@@ -218,7 +218,7 @@ impl HttpBackend {
         if (want.is_some() || len.is_some()) && got < limit {
             return Err(Failure::Retry(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                format!("{url}: the connection closed after {got} of {limit} bytes"),
+                format!("the connection closed after {got} of {limit} bytes"),
             )));
         }
         Ok(())
@@ -276,7 +276,7 @@ fn status_failure(url: &str, code: u16) -> Failure {
         ),
         _ => (io::ErrorKind::Other, "server error"),
     };
-    let e = io::Error::new(kind, format!("{url}: HTTP {code} ({what})"));
+    let e = io::Error::new(kind, format!("HTTP {code} ({what}) for {url}"));
     if code >= 500 || code == 408 || code == 429 {
         Failure::Retry(e)
     } else {
@@ -286,7 +286,12 @@ fn status_failure(url: &str, code: u16) -> Failure {
 
 fn transport_failure(url: &str, t: ureq::Transport) -> Failure {
     use ureq::ErrorKind as K;
-    let msg = format!("{url}: {t}");
+    // The caller's message names the file already; ureq's starts with the URL too.
+    let full = t.to_string();
+    let msg = full
+        .strip_prefix(&format!("{url}: "))
+        .unwrap_or(&full)
+        .to_string();
     match t.kind() {
         K::Dns => Failure::Retry(io::Error::new(io::ErrorKind::NotFound, msg)),
         K::ConnectionFailed | K::Io | K::BadStatus | K::BadHeader => {
