@@ -35,7 +35,7 @@ def shell_json(vm, command, marker, timeout=30):
 
 def json_objects(text):
     """Every JSON object printed on a line of TEXT. The CLI's serde_json writes keys in
-    sorted order (`{"data":...,"type":...}`), so a line is found by its first brace."""
+    order `{"type":...,"data":...}` (docs/CLI.md), so a line is found by its first brace."""
     out = []
     for line in text.splitlines():
         i = line.find("{")
@@ -88,13 +88,13 @@ def test_disks_every_bus_and_usb_hotplug(ctx):
         ctx.note("disks --json: " + ", ".join(f"{listed[s]['node']}={b}/{s}" for _, s, b, _ in BUSES))
 
         vm.send("imprint watch-disks --json &\n")
-        w = vm.wait_for(r'\{"data":\{"monitor":"([^"]+)"\},"type":"watching"\}', 20)
+        w = vm.wait_for(r'\{"type":"watching","data":\{"monitor":"([^"]+)"\}\}', 20)
         check(w.group(1) == "udev", f"watch-disks uses {w.group(1)}, want the udev monitor")
         time.sleep(0.5)
         t0 = time.monotonic()
         vm.monitor(f"drive_add 0 if=none,id=hp,file={hot},format=raw")
         vm.monitor("device_add usb-storage,bus=xhci.0,drive=hp,id=hpdev,serial=HOTPLUG-1")
-        vm.wait_for(r'HOTPLUG-1.*"type":"disk-added"', 20)
+        vm.wait_for(r'"type":"disk-added".*HOTPLUG-1', 20)
         added_after = time.monotonic() - t0
         added = [e for e in events(vm, "disk-added") if e.get("serial") == "HOTPLUG-1"]
         check(len(added) == 1, f"expected one disk-added event for HOTPLUG-1, got {added}")
@@ -106,7 +106,7 @@ def test_disks_every_bus_and_usb_hotplug(ctx):
         t1 = time.monotonic()
         vm.monitor("device_del hpdev")
         node = re.escape(json.dumps(a["node"]))
-        vm.wait_for(rf'\{{"data":\{{"node":{node}\}},"type":"disk-removed"\}}', 20)
+        vm.wait_for(rf'\{{"type":"disk-removed","data":\{{"node":{node}\}}\}}', 20)
         removed_after = time.monotonic() - t1
         ctx.note(f"hotplug {a['node']} HOTPLUG-1: added event {added_after:.1f} s after device_add, "
                  f"removed event {removed_after:.1f} s after device_del")
