@@ -170,6 +170,14 @@ install -m 0755 /bin/busybox "$ROOT/usr/bin/busybox"
   [ -e "$dest" ] || [ -L "$dest" ] || { mkdir -p "$(dirname "$dest")"; ln -s /usr/bin/busybox "$dest"; }
 done
 
+# Tools the jobs run, ahead of busybox on PATH (/usr/sbin:/usr/bin first): util-linux
+# losetup/mount/umount (busybox's losetup has no --sizelimit or --show; `imprint mount`
+# and `--grow-last` need them), e2fsck + resize2fs to grow ext2/3/4, ntfsresize for NTFS.
+for t in /usr/sbin/losetup /usr/bin/mount /usr/bin/umount /usr/sbin/e2fsck /usr/sbin/resize2fs /usr/sbin/ntfsresize; do
+  [ -x "$t" ] || die "$t is missing (packages util-linux, mount, e2fsprogs, ntfs-3g)"
+  install -D -m 0755 "$t" "$ROOT$t"
+done
+
 # udev: udevadm is also systemd-udevd (one binary in systemd 252), the ID helpers, rules.
 install -D -m 0755 "$UROOT/bin/udevadm" "$ROOT/usr/bin/udevadm"
 mkdir -p "$ROOT/usr/lib/systemd" "$ROOT/usr/lib/udev/rules.d" "$ROOT/etc/udev"
