@@ -285,13 +285,14 @@ fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
                 emit("result", data);
             } else {
                 eprintln!(
-                    "captured {:?}: read {} of a {} disk in {:.1} s ({}/s); {} chunks: {} new ({} added to the store), {} already stored, {} empty",
+                    "captured {:?}: read {} of a {} disk in {:.1} s ({}/s); {} chunks, {} hashed: {} new ({} added to the store), {} already stored (deduplicated), {} empty",
                     m.name,
                     bytes(r.read_bytes),
                     bytes(m.source.size),
                     r.elapsed_ms as f64 / 1000.0,
                     bytes(rate(r.read_bytes, r.elapsed_ms)),
                     m.stats.chunks,
+                    r.hashed_chunks,
                     r.new_chunks,
                     bytes(r.new_bytes),
                     r.dedup_chunks,
