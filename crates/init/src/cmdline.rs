@@ -62,6 +62,9 @@ pub enum Store {
     Device(PathBuf),
     /// An SMB share (`smb://[USER[:PASSWORD]@]SERVER/SHARE[/DIR]`), reached after DHCP.
     Smb(SmbShare),
+    /// A read-only HTTP(S) store (`http://SERVER[:PORT]/PATH/`), reached after DHCP and
+    /// read by the CLI itself (docs/FORMAT.md §9).
+    Http(String),
 }
 
 /// An SMB/CIFS store. The credentials never appear in `Display` (logs, JSON, screen).
@@ -92,6 +95,7 @@ impl fmt::Display for Store {
             Store::Label(l) => write!(f, "label:{l}"),
             Store::Device(p) => write!(f, "{}", p.display()),
             Store::Smb(s) => write!(f, "smb://{}/{}", s.server, s.path),
+            Store::Http(u) => f.write_str(u),
         }
     }
 }
@@ -144,7 +148,7 @@ pub enum CmdlineError {
     UnknownAction(String),
     #[error("imprint.{key}={value}: unknown value (use reboot, poweroff, shell or menu)")]
     UnknownThen { key: &'static str, value: String },
-    #[error("imprint.store={0}: unsupported store (use label:LABEL, a /dev node or smb://SERVER/SHARE[/DIR])")]
+    #[error("imprint.store={0}: unsupported store (use label:LABEL, a /dev node, smb://SERVER/SHARE[/DIR] or http://SERVER/PATH/)")]
     UnsupportedStore(String),
     #[error("imprint.console={0}: expected COLSxROWS, e.g. 120x40")]
     BadConsoleSize(String),
@@ -297,6 +301,13 @@ fn parse_store(value: &str) -> Result<Store, CmdlineError> {
         }
     } else if value.starts_with("/dev/") {
         return Ok(Store::Device(PathBuf::from(value)));
+    } else if value.starts_with("http://") || value.starts_with("https://") {
+        // No user info: a password on the kernel command line would show in every log
+        // line that prints the store.
+        let host = value.split("://").nth(1).and_then(|r| r.split('/').next());
+        if host.is_some_and(|h| !h.is_empty() && !h.contains('@')) {
+            return Ok(Store::Http(value.to_string()));
+        }
     } else if let Some(rest) = value.strip_prefix("smb://") {
         let (creds, rest) = match rest.rsplit_once('@') {
             Some((c, r)) => (Some(c), r),
@@ -458,6 +469,13 @@ mod tests {
         assert!(parse("imprint.console=0x0").is_err());
         assert!(parse("imprint.store=nfs://host/export").is_err());
         assert!(parse("imprint.store=smb://host").is_err());
+        assert_eq!(
+            parse("imprint.store=http://10.0.2.100/store/")
+                .unwrap()
+                .store,
+            Store::Http("http://10.0.2.100/store/".into())
+        );
+        assert!(parse("imprint.store=http://u:p@10.0.2.100/store/").is_err());
         assert!(parse("imprint.wait=soon").is_err());
     }
 

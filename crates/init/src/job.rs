@@ -29,6 +29,10 @@ pub const EXIT_USAGE: i32 = 2;
 pub enum JobError {
     #[error("imprint.store={store}: no such filesystem after waiting {waited:?} (is the disk attached?)")]
     StoreNotFound { store: String, waited: Duration },
+    #[error(
+        "imprint.store={store}: HTTP stores are read-only; capture into a disk or an smb:// share"
+    )]
+    ReadOnlyStore { store: String },
     #[error("imprint.store={store}: no network (no interface got a DHCP lease)")]
     NoNetwork { store: String },
     #[error("imprint.store={store}: cannot resolve server {server}")]
@@ -166,6 +170,17 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
     let writable = cfg.action == Action::Capture;
     let (store_dev, store_disk) = match &cfg.store {
         Store::Smb(share) => (mount_smb(&cfg.store, share, writable, console)?, None),
+        Store::Http(url) => {
+            if writable {
+                return Err(JobError::ReadOnlyStore {
+                    store: cfg.store.to_string(),
+                });
+            }
+            crate::net::dhcp(console).ok_or_else(|| JobError::NoNetwork {
+                store: cfg.store.to_string(),
+            })?;
+            (PathBuf::from(url), None)
+        }
         Store::Label(l) => {
             let link = PathBuf::from("/dev/disk/by-label").join(l);
             let dev = wait_for_store(&link, &cfg.store, deadline, cfg.wait)?;
@@ -186,7 +201,7 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
         None => None,
     };
     report.disk = disk.as_ref().map(|d| d.display().to_string());
-    if !matches!(cfg.store, Store::Smb(_)) {
+    if !matches!(cfg.store, Store::Smb(_) | Store::Http(_)) {
         mount_store(&store_dev, writable)?;
     }
     console.say(&format!(
@@ -258,27 +273,28 @@ pub fn cli_args(cfg: &Config, disk: Option<&Path>) -> Vec<String> {
     let name = cfg.image.clone().unwrap_or_default();
     let disk = disk.map(|d| d.display().to_string());
     let mut args: Vec<String> = Vec::new();
+    // The CLI reads an HTTP store itself; every other store is mounted at STORE_MOUNT.
+    let store: String = match &cfg.store {
+        Store::Http(url) => url.clone(),
+        _ => STORE_MOUNT.into(),
+    };
     match cfg.action {
         Action::Capture => {
-            args.extend([
-                "capture".into(),
-                disk.unwrap_or_default(),
-                STORE_MOUNT.into(),
-            ]);
+            args.extend(["capture".into(), disk.unwrap_or_default(), store]);
             args.extend(["--name".into(), name]);
             if let Some(d) = &cfg.description {
                 args.extend(["--description".into(), d.clone()]);
             }
         }
         Action::Restore => {
-            args.extend(["restore".into(), STORE_MOUNT.into(), name]);
+            args.extend(["restore".into(), store, name]);
             args.extend([disk.unwrap_or_default(), "--yes".into()]);
             if cfg.force {
                 args.push("--force".into());
             }
         }
         Action::Verify => {
-            args.extend(["verify".into(), STORE_MOUNT.into(), name]);
+            args.extend(["verify".into(), store, name]);
             if let Some(d) = disk {
                 args.extend(["--against".into(), d]);
             }
