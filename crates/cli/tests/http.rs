@@ -9,6 +9,9 @@
 //! `master_process off;`, so it needs no user switch) with its config, pid file and logs
 //! in a temporary directory, and is killed by a `Drop` guard; so is the proxy.
 
+mod common;
+
+use common::{imprint, p, MIB};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -19,16 +22,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const MIB: u64 = 1 << 20;
 const DISK_SIZE: u64 = 40 * MIB;
-
-fn imprint(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imprint"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running imprint")
-}
 
 fn text(o: &Output) -> String {
     format!(
@@ -42,10 +36,6 @@ fn text(o: &Output) -> String {
 fn ok(o: Output) -> Output {
     assert!(o.status.success(), "imprint failed: {}", text(&o));
     o
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
 }
 
 /// A disk file of mostly incompressible bytes (so every chunk is a real range read),
@@ -157,11 +147,12 @@ impl Drop for Nginx {
 }
 
 /// A TCP proxy on 127.0.0.1 in front of nginx that cuts every `nth` connection after
-/// `cut_after` bytes of response.
+/// `cut_after` bytes of response, and records how many connections were open at once.
 struct FlakyProxy {
     port: u16,
     stop: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
+    max_open: Arc<AtomicUsize>,
 }
 
 impl FlakyProxy {
@@ -170,7 +161,9 @@ impl FlakyProxy {
         let port = listener.local_addr().unwrap().port();
         let stop = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicUsize::new(0));
-        let (s, c) = (stop.clone(), cuts.clone());
+        let open = Arc::new(AtomicUsize::new(0));
+        let max_open = Arc::new(AtomicUsize::new(0));
+        let (s, c, o, m) = (stop.clone(), cuts.clone(), open.clone(), max_open.clone());
         thread::spawn(move || {
             for (n, conn) in listener.incoming().enumerate() {
                 if s.load(Ordering::SeqCst) {
@@ -185,11 +178,20 @@ impl FlakyProxy {
                 } else {
                     None
                 };
-                let c = c.clone();
-                thread::spawn(move || pipe(client, server, limit, &c));
+                let (c, o, m) = (c.clone(), o.clone(), m.clone());
+                thread::spawn(move || {
+                    m.fetch_max(o.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                    pipe(client, server, limit, &c);
+                    o.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        FlakyProxy { port, stop, cuts }
+        FlakyProxy {
+            port,
+            stop,
+            cuts,
+            max_open,
+        }
     }
 }
 
@@ -351,6 +353,11 @@ fn restore_through_connections_cut_mid_response_is_byte_identical() {
         proxy.cuts.load(Ordering::SeqCst) >= 2,
         "the proxy never cut a response"
     );
+    // The restore workers fetch chunks in parallel over several pooled connections.
+    assert!(
+        proxy.max_open.load(Ordering::SeqCst) >= 2,
+        "chunks were fetched over one connection at a time"
+    );
 }
 
 #[test]
@@ -387,6 +394,8 @@ fn nginx_stopped_mid_restore_fails_it_unbootable_and_a_rerun_resumes() {
         "restore succeeded without a server: {}",
         text(&o)
     );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("gave up after 6 tries"), "{err}");
     let first = &fs::read(&target).unwrap()[..MIB as usize];
     assert!(first.iter().all(|&b| b == 0), "the first MiB is not zeroed");
 
