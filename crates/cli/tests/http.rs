@@ -72,19 +72,31 @@ fn free_port() -> u16 {
 struct Nginx {
     dir: PathBuf,
     port: u16,
+    scheme: &'static str,
     child: Option<Child>,
 }
 
 impl Nginx {
-    fn start(dir: &Path, www: &Path) -> Nginx {
+    /// With `tls`, serves HTTPS with a certificate for 127.0.0.1 signed by a CA made
+    /// here (`DIR/ca.pem`), which nothing trusts unless told to.
+    fn start(dir: &Path, www: &Path, tls: bool) -> Nginx {
         let port = free_port();
+        let ssl = if tls {
+            make_certificates(dir);
+            format!(
+                " ssl;\n    ssl_certificate {d}/server.pem;\n    ssl_certificate_key {d}/server.key",
+                d = dir.display()
+            )
+        } else {
+            String::new()
+        };
         let conf = format!(
             "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
              error_log {d}/error.log;\nevents {{ worker_connections 256; }}\n\
              http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
              proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {w};\n\
+             server {{\n    listen 127.0.0.1:{port}{ssl};\n    root {w};\n\
              location /slow/ {{ alias {w}/; limit_rate 4m; }}\n  }}\n}}\n",
             d = dir.display(),
             w = www.display()
@@ -93,6 +105,7 @@ impl Nginx {
         let mut n = Nginx {
             dir: dir.into(),
             port,
+            scheme: if tls { "https" } else { "http" },
             child: None,
         };
         n.restart();
@@ -132,7 +145,7 @@ impl Nginx {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
+        format!("{}://127.0.0.1:{}/{path}", self.scheme, self.port)
     }
 
     fn access_log(&self) -> String {
@@ -244,7 +257,72 @@ struct Setup {
     nginx: Nginx,
 }
 
+/// A CA (`ca.pem`) and a server certificate for IP 127.0.0.1 signed by it, with openssl.
+fn make_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("running openssl (Debian package openssl)");
+        assert!(o.status.success(), "openssl {args:?}: {}", text(&o));
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-days", "2", "-subj", "/CN=imprint test CA"],
+        &["-keyout", "ca.key", "-out", "ca.pem"],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    ]
+    .concat());
+    fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.pem",
+    ]);
+}
+
 fn setup() -> Setup {
+    setup_with(false)
+}
+
+fn setup_with(tls: bool) -> Setup {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().to_path_buf();
     let source = root.join("source.img");
@@ -260,7 +338,7 @@ fn setup() -> Setup {
         "lab pc",
     ]));
     fs::create_dir_all(root.join("nothing")).unwrap();
-    let nginx = Nginx::start(&root, &www);
+    let nginx = Nginx::start(&root, &www, tls);
     Setup {
         _tmp: tmp,
         root,
@@ -423,5 +501,49 @@ fn nginx_stopped_mid_restore_fails_it_unbootable_and_a_rerun_resumes() {
     assert!(
         result["unchanged_chunks"].as_u64().unwrap_or(0) > 0,
         "{result}"
+    );
+}
+
+#[test]
+fn https_store_needs_its_ca_trusted_and_then_restores() {
+    let s = setup_with(true);
+    let url = s.nginx.url("store/");
+    assert!(url.starts_with("https://"));
+    let run = |args: &[&str], ca: Option<&Path>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_imprint"));
+        c.args(args)
+            .stdin(Stdio::null())
+            .env_remove("IMPRINT_HTTP_CA");
+        if let Some(ca) = ca {
+            c.env("IMPRINT_HTTP_CA", ca);
+        }
+        c.output().unwrap()
+    };
+    // An unknown issuer is refused at once, not retried for seconds.
+    let t0 = Instant::now();
+    let o = run(&["images", &url], None);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("certificate"),
+        "{}",
+        text(&o)
+    );
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+
+    let ca = s.root.join("ca.pem");
+    let o = ok(run(&["images", &url], Some(&ca)));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("lab pc"),
+        "{}",
+        text(&o)
+    );
+    let target = s.root.join("target.img");
+    ok(run(
+        &["restore", &url, "lab pc", p(&target), "--yes"],
+        Some(&ca),
+    ));
+    assert!(
+        same_bytes(&s.source, &target),
+        "restored disk differs from the source"
     );
 }
