@@ -314,7 +314,18 @@ fn mount(
     if !writable {
         flags |= MountFlags::RDONLY;
     }
-    if let Err(e) = rustix::mount::mount(source, &mountpoint, fstype, flags, data.as_c_str()) {
+    let try_mount = || rustix::mount::mount(source, &mountpoint, fstype, flags, data.as_c_str());
+    let mut r = try_mount();
+    if r == Err(rustix::io::Errno::NODEV) {
+        // Not loaded yet (the boot environment loads modules only on demand).
+        let module = if fstype == "cifs" { "cifs" } else { "nfsv4" };
+        let _ = std::process::Command::new("modprobe")
+            .args(["-q", module])
+            .stdin(std::process::Stdio::null())
+            .status();
+        r = try_mount();
+    }
+    if let Err(e) = r {
         let _ = std::fs::remove_dir(&mountpoint);
         return Err(mount_error(loc, fstype, e.into()));
     }
