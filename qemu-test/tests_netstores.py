@@ -1,12 +1,16 @@
 """The CLI's own network store locations inside the boot environment (issue 8): from the
-rescue shell, `imprint images smb://10.0.2.4/qemu` and `imprint restore smb://…` mount
-QEMU's built-in SMB share (restrict=on, smbd spawned per connection by QEMU, no host port)
-with ops::locations (mount(2) of cifs, vers=3.0, guest), and unmount it when done.
+rescue shell, `imprint images smb://…` / `imprint restore smb://…` mount QEMU's built-in SMB
+share (restrict=on, smbd spawned per connection by QEMU, no host port), and `nfs://…` an
+export of nfs-ganesha (Debian's nfs-ganesha + nfs-ganesha-vfs) running as a child of the
+test on the host's 127.0.0.1, reached through a guestfwd to socat (NFSv4 needs only TCP
+2049). ops::locations mounts them with mount(2) (cifs vers=3.0 as guest; nfs4 vers=4.1)
+and unmounts them when the command ends.
 """
 
 import filecmp
 import os
 import shutil
+import socket
 import subprocess
 import time
 
@@ -15,6 +19,26 @@ from tests_disks import shell_json
 
 MIB = 1 << 20
 SOURCE_SIZE = 32 * MIB
+
+
+def random_source(work):
+    source = work / "source.img"
+    with open(source, "wb") as f:
+        for _ in range(SOURCE_SIZE // MIB):
+            f.write(os.urandom(MIB))
+    return source
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nothing_mounted(vm):
+    vm.send("echo MOUNTS-begin; grep -c /run/imprint/net /proc/mounts; echo MOUNTS-end\n")
+    m = vm.wait_for(r"MOUNTS-begin\s*\n(\d+)\s*\nMOUNTS-end", 20)
+    check(m.group(1) == "0", "a share is still mounted under /run/imprint/net")
 
 
 def test_cli_restores_from_smb_location(ctx):
@@ -28,10 +52,7 @@ def test_cli_restores_from_smb_location(ctx):
     shutil.rmtree(work, ignore_errors=True)
     share = work / "share"
     share.mkdir(parents=True)
-    source = work / "source.img"
-    with open(source, "wb") as f:
-        for _ in range(SOURCE_SIZE // MIB):
-            f.write(os.urandom(MIB))
+    source = random_source(work)
     exe = str(DIST.parent / "target" / "release" / "imprint")
     r = subprocess.run([exe, "capture", str(source), str(share), "--name", "golden"],
                        capture_output=True, text=True)
@@ -57,9 +78,7 @@ def test_cli_restores_from_smb_location(ctx):
                          "RESTORE", 180)
         took = time.monotonic() - t0
         check(res.get("ok") is True, f"restore over SMB: {res}")
-        vm.send("echo MOUNTS-begin; grep -c /run/imprint/net /proc/mounts; echo MOUNTS-end\n")
-        m = vm.wait_for(r"MOUNTS-begin\s*\n(\d+)\s*\nMOUNTS-end", 20)
-        check(m.group(1) == "0", "a share is still mounted under /run/imprint/net")
+        nothing_mounted(vm)
         vm.send("sync; poweroff -f\n")
         vm.wait_exit(30)
         vm.assert_no_panic()
@@ -72,4 +91,79 @@ def test_cli_restores_from_smb_location(ctx):
              "byte-identical, nothing left mounted" if secs else "restored")
 
 
-TESTS = [test_cli_restores_from_smb_location]
+
+
+def test_cli_restores_from_nfs_export(ctx):
+    """`imprint images/restore nfs://10.0.2.100/imprint …` in the guest shell against
+    nfs-ganesha on the host's loopback: listed, restored byte-identical, unmounted."""
+    if not ctx.cli_ready():
+        raise Skip("target/release/imprint has no restore with --json yet")
+    for tool in ("ganesha.nfsd", "socat"):
+        if not shutil.which(tool):
+            raise Skip(f"{tool} is not installed (nfs-ganesha, socat)")
+    work = OUT / "nfs-cli-store"
+    shutil.rmtree(work, ignore_errors=True)
+    export = work / "export"
+    export.mkdir(parents=True)
+    source = random_source(work)
+    exe = str(DIST.parent / "target" / "release" / "imprint")
+    r = subprocess.run([exe, "capture", str(source), str(export), "--name", "golden"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, f"host capture: {r.stderr[-300:]}")
+    port = free_port()
+    (work / "recov").mkdir()
+    (work / "ganesha.conf").write_text(f"""
+NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = {port}; Bind_addr = 127.0.0.1;
+  Enable_NLM = false; Enable_RQUOTA = false; Enable_UDP = false; }}
+NFSV4 {{ Graceless = true; RecoveryBackend = fs_ng; RecoveryRoot = {work}/recov; }}
+EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = /imprint; Access_Type = RO;
+  Squash = No_Root_Squash; SecType = sys; Protocols = 4; Transports = TCP;
+  FSAL {{ Name = VFS; }} }}
+""")
+    ganesha = subprocess.Popen(["ganesha.nfsd", "-F", "-L", str(work / "ganesha.log"),
+                                "-f", str(work / "ganesha.conf"), "-p", str(work / "ganesha.pid")],
+                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise AssertionError(f"nfs-ganesha did not listen on 127.0.0.1:{port}")
+        target = work / "target.img"
+        with open(target, "wb") as f:
+            f.truncate(SOURCE_SIZE)
+        fwd = f"guestfwd=tcp:10.0.2.100:2049-cmd:socat - TCP:127.0.0.1:{port}"
+        net = ["-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+        args = (kernel_args("imprint.action=shell imprint.console=200x50") + ["-net", "none"] + net
+                + disk_args(target, "virtio", "TARGET", "dst"))
+        vm = VM("nfs-cli", args)
+        try:
+            vm.wait_for(r"starting a shell", 60)
+            time.sleep(1)
+            vm.send("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0\n")
+            listed = shell_json(vm, "imprint --json images nfs://10.0.2.100/imprint", "IMAGES", 90)
+            names = [i["name"] for i in listed["store"]["images"]]
+            check(names == ["golden"], f"images over NFS: {listed}")
+            res = shell_json(vm, "imprint --json restore nfs://10.0.2.100/imprint golden serial:TARGET --yes",
+                             "RESTORE", 180)
+            check(res.get("ok") is True, f"restore over NFS: {res}")
+            nothing_mounted(vm)
+            vm.send("sync; poweroff -f\n")
+            vm.wait_exit(30)
+            vm.assert_no_panic()
+        finally:
+            vm.stop()
+    finally:
+        ganesha.kill()
+        ganesha.wait()
+    check(filecmp.cmp(source, target, shallow=False), "the restored disk differs from the source")
+    secs = res.get("elapsed_seconds") or 0
+    ctx.note(f"listed and restored {SOURCE_SIZE // MIB} MiB over NFSv4.1 from nfs-ganesha in {secs:.1f} s"
+             + (f" ({SOURCE_SIZE / MIB / secs:.1f} MiB/s)" if secs else "") + "; byte-identical, unmounted")
+
+
+TESTS = [test_cli_restores_from_smb_location, test_cli_restores_from_nfs_export]
