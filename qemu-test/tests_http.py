@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 
-from harness import DIST, OUT, Skip, check, disk_args
+from harness import DIST, OUT, VM, Skip, check, disk_args, kernel_args
 from tests_capture import job_boot, sh
 
 MIB = 1 << 20
@@ -30,8 +30,9 @@ def free_port():
 class Nginx:
     """nginx in the foreground with its config, pid file and logs in `work`."""
 
-    def __init__(self, work, www):
+    def __init__(self, work, www, limit_rate=None):
         self.work, self.port = work, free_port()
+        limit = f" limit_rate {limit_rate};" if limit_rate else ""
         (work / "nginx.conf").write_text(
             "daemon off;\nmaster_process off;\nworker_processes 1;\n"
             f"pid {work}/nginx.pid;\nerror_log {work}/error.log;\n"
@@ -39,7 +40,7 @@ class Nginx:
             f"http {{\n access_log {work}/access.log;\n client_body_temp_path {work}/body;\n"
             f" proxy_temp_path {work}/proxy;\n fastcgi_temp_path {work}/fastcgi;\n"
             f" uwsgi_temp_path {work}/uwsgi;\n scgi_temp_path {work}/scgi;\n"
-            f" server {{ listen 127.0.0.1:{self.port}; root {www}; }}\n}}\n")
+            f" server {{ listen 127.0.0.1:{self.port}; root {www};{limit} }}\n}}\n")
         self.proc = subprocess.Popen(["nginx", "-c", str(work / "nginx.conf"), "-p", str(work)],
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
@@ -111,4 +112,78 @@ def test_restore_from_http_store(ctx):
              f"{secs:.1f} s{rate}; {ranged} range reads; byte-identical, host verify --against ok")
 
 
-TESTS = [test_restore_from_http_store]
+def test_nginx_stopped_mid_restore_then_rerun_resumes(ctx):
+    """nginx (rate-limited so the restore lasts) is killed once the guest has fetched a few
+    chunks: the job fails after its retries with the first MiB zeroed (unbootable); a second
+    boot with nginx back resumes the same restore (delta) and the disk ends byte-identical."""
+    if not ctx.cli_ready():
+        raise Skip("target/release/imprint has no restore with --json yet")
+    for tool in ("nginx", "socat"):
+        if not shutil.which(tool) and not shutil.which(f"/usr/sbin/{tool}"):
+            raise Skip(f"{tool} is not installed")
+    work = OUT / "http-fault-store"
+    shutil.rmtree(work, ignore_errors=True)
+    www = work / "www"
+    www.mkdir(parents=True)
+    source = work / "source.img"
+    with open(source, "wb") as f:
+        for _ in range(48):
+            f.write(os.urandom(MIB))
+    exe = str(DIST.parent / "target" / "release" / "imprint")
+    sh(exe, "capture", str(source), str(www / "store"), "--name", "golden", "--json")
+    target = work / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(source.stat().st_size)
+    cmdline = ("imprint.action=restore imprint.store=http://10.0.2.100/store/ imprint.image=golden "
+               "imprint.disk=serial:TARGET imprint.then=poweroff imprint.onerror=poweroff")
+
+    def boot(name, nginx):
+        fwd = f"guestfwd=tcp:10.0.2.100:80-cmd:socat - TCP:127.0.0.1:{nginx.port}"
+        return VM(name, kernel_args(cmdline) + ["-net", "none", "-netdev", f"user,id=n0,restrict=on,{fwd}",
+                                                "-device", "virtio-net-pci,netdev=n0"]
+                  + disk_args(target, "virtio", "TARGET", "dst"))
+
+    nginx = Nginx(work, www, limit_rate="2m")
+    vm = boot("http-fault-1", nginx)
+    try:
+        t0 = time.monotonic()
+        while log_206(nginx) < 8:
+            check(time.monotonic() - t0 < 120, "the guest never fetched chunks")
+            time.sleep(0.1)
+        nginx.stop()
+        vm.wait_for("imprint: powering off", 120)
+        vm.wait_exit(30)
+        vm.assert_no_panic()
+        jobs = vm.json_lines("imprint-job")
+    finally:
+        vm.stop()
+        nginx.stop()
+    check(len(jobs) == 1 and jobs[0]["ok"] is False, f"restore without a server: {jobs}")
+    with open(target, "rb") as f:
+        check(f.read(MIB) == bytes(MIB), "the first MiB is not zeroed after the failed restore")
+    first_error = jobs[0].get("error", "")
+
+    (work / "again").mkdir()
+    nginx = Nginx(work / "again", www)
+    vm = boot("http-fault-2", nginx)
+    try:
+        vm.wait_for("imprint: powering off", 180)
+        vm.wait_exit(30)
+        vm.assert_no_panic()
+        jobs = vm.json_lines("imprint-job")
+    finally:
+        vm.stop()
+        nginx.stop()
+    check(len(jobs) == 1 and jobs[0]["ok"] is True, f"rerun: {jobs}")
+    res = jobs[0].get("result") or {}
+    check(res.get("delta") is True, f"the rerun did not resume (delta): {res}")
+    check(filecmp.cmp(source, target, shallow=False), "the disk differs from the source after the rerun")
+    ctx.note(f"stopped nginx after 8 chunks: failed with {first_error[:160]!r}, first MiB zero; rerun: "
+             f"{res.get('unchanged_chunks')} chunks unchanged, {res.get('written_chunks')} written, byte-identical")
+
+
+def log_206(nginx):
+    return sum(1 for line in nginx.access_log().splitlines() if '.pack HTTP/1.1" 206 ' in line)
+
+
+TESTS = [test_restore_from_http_store, test_nginx_stopped_mid_restore_then_rerun_resumes]

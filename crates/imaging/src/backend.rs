@@ -292,6 +292,13 @@ fn transport_failure(url: &str, t: ureq::Transport) -> Failure {
         .strip_prefix(&format!("{url}: "))
         .unwrap_or(&full)
         .to_string();
+    // Through a port forward (QEMU's guestfwd, a load balancer) a server that is gone
+    // shows up as a connection closed before any status line.
+    let msg = if matches!(t.kind(), K::BadStatus | K::BadHeader) {
+        format!("no valid HTTP answer, the server closed the connection or is not HTTP ({msg})")
+    } else {
+        msg
+    };
     match t.kind() {
         K::Dns => Failure::Retry(io::Error::new(io::ErrorKind::NotFound, msg)),
         K::ConnectionFailed | K::Io | K::BadStatus | K::BadHeader => {
