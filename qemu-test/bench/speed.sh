@@ -52,20 +52,25 @@ L1=$(part_len 1); L2=$(part_len 2); L3=$(part_len 3)
 # in a separate file that starts as the stale bytes).
 dd if="$DISK" of="$W/p1" bs=1M skip=$((P1 / MIB)) count=$((L1 / MIB)) status=none
 mkfs.vfat -F 32 -n ESP "$W/p1" >/dev/null
-mkdir -p "$W/esp/EFI"
-cp -a /usr/share/man "$W/esp/docs" 2>/dev/null || true
+mkdir -p "$W/esp/EFI" "$W/esp/docs"
+# ~60 MB of real files in a few hundred of the larger ones (mtools is slow per file).
+find /usr/lib/x86_64-linux-gnu /usr/share -xdev -type f -size +100k -printf '%s %p\n' 2>/dev/null \
+  | sort -k2 | awk -v max=$((60 * MIB)) '{ s += $1; if (s > max) exit; print $2 }' \
+  | while read -r f; do cp "$f" "$W/esp/docs/$(echo "$f" | tr / _)"; done || true  # awk's early exit: SIGPIPE upstream
 head -c 40M /dev/urandom > "$W/esp/EFI/random.bin"
 mcopy -s -i "$W/p1" "$W/esp/EFI" "$W/esp/docs" :: 2>/dev/null
 rm -rf "$W/esp"
 dd if="$W/p1" of="$DISK" bs=1M seek=$((P1 / MIB)) conv=notrunc status=none; rm -f "$W/p1"
 # Root: real files + incompressible data, made with mkfs.ext4 -d over stale data.
 mkdir -p "$W/root"
-cp -a /usr/lib/x86_64-linux-gnu "$W/root/lib" 2>/dev/null || true
-cp -a /usr/share/locale /usr/bin /usr/share/doc "$W/root/" 2>/dev/null || true
-head -c 300M /dev/urandom > "$W/root/incompressible.bin"
-while [ "$(du -sm "$W/root" | cut -f1)" -gt 1600 ]; do
-  rm -rf "$(find "$W/root/lib" -mindepth 1 -maxdepth 1 | head -1)"
-done
+RANDOM_MB=$(( ROOT_MB / 5 > 300 ? 300 : ROOT_MB / 5 ))
+FILES_MB=$(( ROOT_MB * 7 / 10 - RANDOM_MB ))
+head -c ${RANDOM_MB}M /dev/urandom > "$W/root/incompressible.bin"
+# Real files, up to the budget, from system directories (sorted, so runs are reproducible
+# on the same machine).
+find /usr/lib/x86_64-linux-gnu /usr/share/doc /usr/share/locale /usr/bin -xdev -type f -printf '%s %p\n' 2>/dev/null \
+  | sort -k2 | awk -v max=$((FILES_MB * MIB)) '{ s += $1; if (s > max) exit; print $2 }' > "$W/files.list" || true
+tar -cf - -T "$W/files.list" 2>/dev/null | tar -xf - -C "$W/root"
 dd if="$DISK" of="$W/p2" bs=1M skip=$((P2 / MIB)) count=$((L2 / MIB)) status=none
 mkfs.ext4 -q -F -L root -d "$W/root" "$W/p2"
 dd if="$W/p2" of="$DISK" bs=1M seek=$((P2 / MIB)) conv=notrunc status=none; rm -f "$W/p2"
@@ -97,7 +102,8 @@ declare -A WALL CPU RSS SIZE
 run() {
   local name=$1; shift
   drop
-  /usr/bin/time -f "%e %U %S %M" -o "$W/time" "$@" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
+  # GNU time runs programs, not shell functions: run the job in a bash that has them.
+  /usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$*" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
   read -r wall user sys rss < "$W/time"
   WALL[$name]+="$wall "
   CPU[$name]+="$(echo "$user + $sys" | bc) "
@@ -134,6 +140,10 @@ delta_imprint() { cp --reflink=auto "$W/out-v1.img" "$W/t.img"; sync; drop_inner
 delta_casync() { cp --reflink=auto "$W/out-v1.img" "$W/t.img"; sync; drop_inner; casync extract --store="$W/castore" --seed="$W/t.img" "$W/v2.caibx" "$W/c.img"; sync; rm -f "$W/c.img"; }
 full_imprint() { rm -f "$W/t.img"; truncate -s "$(stat -c %s "$DISK")" "$W/t.img"; "$B" restore "$W/store2" v2 "$W/t.img" --yes --full --force; sync; }
 drop_inner() { echo 3 > /proc/sys/vm/drop_caches; }
+
+export -f part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
+  delta_imprint delta_casync full_imprint drop_inner
+export B W DISK MIB P1 P2 L1 L2
 
 # Stores used by the delta runs (made once, not timed).
 "$B" capture "$DISK" "$W/store2" --name v1 2>/dev/null
