@@ -216,18 +216,7 @@ pub fn emit(kind: &str, data: serde_json::Value) {
 
 /// Binary-prefixed size: `1.5 GiB`.
 pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    disks::usage::binary_size(n)
 }
 
 /// `h:mm:ss` or `m:ss`.

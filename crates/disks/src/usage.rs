@@ -173,6 +173,22 @@ impl fmt::Display for DeviceDesc {
     }
 }
 
+/// Binary-prefixed size for amounts of data: `1.5 GiB`, `512 B`.
+pub fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 /// Decimal size as disk vendors label disks: `500.1 GB`, plus the exact bytes
 /// for small values.
 pub fn human_size(bytes: u64) -> String {

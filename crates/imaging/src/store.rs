@@ -166,15 +166,7 @@ impl Store {
                 path: cfg_path.clone(),
                 reason: e.to_string(),
             })?;
-        if !config.chunk_size.is_power_of_two() || !(4096..=1 << 26).contains(&config.chunk_size) {
-            return Err(Error::StoreConfig {
-                path: cfg_path,
-                reason: format!(
-                    "chunk size {} is not a power of two in 4 KiB..64 MiB",
-                    config.chunk_size
-                ),
-            });
-        }
+        check_chunk_size(config.chunk_size, &cfg_path)?;
         let mut store = Store {
             root,
             backend,
@@ -190,12 +182,7 @@ impl Store {
 
     /// Creates a store in `root`, which must be missing or an empty directory.
     pub fn create(root: &Path, chunk_size: u32) -> Result<Store> {
-        if !chunk_size.is_power_of_two() || !(4096..=1 << 26).contains(&chunk_size) {
-            return Err(Error::StoreConfig {
-                path: root.join(STORE_FILE),
-                reason: format!("chunk size {chunk_size} is not a power of two in 4 KiB..64 MiB"),
-            });
-        }
+        check_chunk_size(chunk_size, &root.join(STORE_FILE))?;
         match fs::read_dir(root) {
             Ok(mut entries) => {
                 if entries.next().is_some() {
@@ -669,6 +656,17 @@ fn scan_pack(p: &Path) -> Result<(Vec<IndexEntry>, u64)> {
     }
     let good_len = if entries.is_empty() { 0 } else { pos };
     Ok((entries, good_len))
+}
+
+/// A store's chunk size must be a power of two in 4 KiB..64 MiB (FORMAT.md §2).
+fn check_chunk_size(chunk_size: u32, cfg_path: &Path) -> Result<()> {
+    if chunk_size.is_power_of_two() && (4096..=1 << 26).contains(&chunk_size) {
+        return Ok(());
+    }
+    Err(Error::StoreConfig {
+        path: cfg_path.into(),
+        reason: format!("chunk size {chunk_size} is not a power of two in 4 KiB..64 MiB"),
+    })
 }
 
 fn list_dir(dir: &Path) -> Result<Vec<String>> {

@@ -186,20 +186,7 @@ pub fn fstype_of(node: &Path) -> Option<String> {
 }
 
 /// `12.3 GiB` style sizes for people.
-pub fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
+pub use disks::usage::binary_size as human_size;
 
 /// One line per disk, with its partitions, for the console.
 pub fn describe(disks: &[Disk]) -> String {
