@@ -38,13 +38,7 @@ pub fn capture(req: &CaptureRequest, sink: &mut dyn Sink) -> Result<CaptureRepor
     imaging::format::validate_name(&req.name).map_err(|reason| {
         OpsError::Usage(format!("invalid image name {:?}: {reason}", req.name))
     })?;
-    let src = disks::blockdev::open_source(&req.source)?;
-    let size = src.size()?;
-    let (lss, pss) = if src.is_block_device() {
-        (src.logical_sector_size()?, src.physical_sector_size()?)
-    } else {
-        (512, 512)
-    };
+    let (src, size, lss, pss) = open_source(&req.source)?;
     let (model, serial) = check_source(req, sink)?;
     let layout = layout::plan(src.file(), size, lss, sink);
     let store = Store::open_writable(&req.store, req.chunk_size)?;
@@ -66,7 +60,10 @@ pub fn capture(req: &CaptureRequest, sink: &mut dyn Sink) -> Result<CaptureRepor
         partitions: layout.partitions,
         threads: req.threads,
     };
-    imaging::capture(&mut writer, src.file(), opts, sink).map_err(|e| {
+    // The chunks are read past the page cache where the source allows it: no copy
+    // through the cache, and no cache full of a disk nobody reads again.
+    let reader = imaging::io::DirectFile::new(src.file(), src.open_direct());
+    imaging::capture(&mut writer, &reader, opts, sink).map_err(|e| {
         if imaging::capture::is_out_of_space(&e) {
             OpsError::StoreFull {
                 store: req.store.clone(),
@@ -75,6 +72,51 @@ pub fn capture(req: &CaptureRequest, sink: &mut dyn Sink) -> Result<CaptureRepor
         } else {
             e.into()
         }
+    })
+}
+
+/// The source opened read-only, with its size and logical and physical sector sizes.
+fn open_source(source: &Path) -> Result<(disks::blockdev::Target, u64, u32, u32), OpsError> {
+    let src = disks::blockdev::open_source(source)?;
+    let size = src.size()?;
+    let (lss, pss) = if src.is_block_device() {
+        (src.logical_sector_size()?, src.physical_sector_size()?)
+    } else {
+        (512, 512)
+    };
+    Ok((src, size, lss, pss))
+}
+
+/// What a capture of a disk would read, planned exactly as [`capture`] plans it
+/// (`layout::plan`), without touching any store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturePreview {
+    /// The disk's size.
+    pub size: u64,
+    /// Bytes inside the planned extents: the table areas, boot areas and every
+    /// partition's used blocks (unknown partitions whole). The image stores at most
+    /// this much, before compression and deduplication.
+    pub read_bytes: u64,
+    /// Why parts are captured whole, and the like.
+    pub warnings: Vec<String>,
+}
+
+/// Plans the capture of `source` (read-only) and says how much it would read.
+pub fn preview_capture(source: &Path) -> Result<CapturePreview, OpsError> {
+    let (src, size, lss, _) = open_source(source)?;
+    let mut sink = imaging::VecSink::default();
+    let layout = layout::plan(src.file(), size, lss, &mut sink);
+    Ok(CapturePreview {
+        size,
+        read_bytes: layout.extents.iter().map(|e| e.len).sum(),
+        warnings: sink
+            .0
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Warning(w) => Some(w),
+                _ => None,
+            })
+            .collect(),
     })
 }
 

@@ -14,7 +14,7 @@ mod restore;
 mod stores;
 mod verify;
 
-pub use capture::{capture, CaptureRequest};
+pub use capture::{capture, preview_capture, CapturePreview, CaptureRequest};
 pub use devices::{list_disks, resolve_device};
 pub use error::{exit, OpsError};
 pub use grow::GrowOutcome;

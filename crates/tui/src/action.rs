@@ -41,6 +41,11 @@ pub enum Action {
         disks: Vec<DiskRow>,
         stores: Vec<StoreRow>,
     },
+    /// What capturing this disk would read, or why it could not be planned.
+    CapturePreviewed {
+        source: PathBuf,
+        preview: Result<ops::CapturePreview, String>,
+    },
     /// Interlock results for the restore target list.
     Checked(Vec<TargetCheck>),
     /// `ops::plan_restore` accepted the target (the confirmation's content) or refused it.
@@ -92,6 +97,9 @@ pub enum Effect {
         image: String,
         nodes: Vec<PathBuf>,
     },
+    /// `ops::preview_capture`: plan the capture of a disk (reads its tables and
+    /// filesystem metadata, writes nothing).
+    PreviewCapture(PathBuf),
     /// `ops::plan_restore`, which writes nothing.
     PlanRestore(ops::RestoreRequest),
     StartJob(JobSpec),

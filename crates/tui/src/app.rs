@@ -90,6 +90,9 @@ pub struct CaptureWizard {
     pub store: Option<StoreRow>,
     pub name: String,
     pub description: String,
+    /// What the capture of `source` would read (`ops::preview_capture`), or why it
+    /// could not be planned; `None` while it is being measured.
+    pub preview: Option<Result<ops::CapturePreview, String>>,
 }
 
 /// A disk as the restore target list shows it: refused with the interlock's reason, or

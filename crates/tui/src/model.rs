@@ -153,6 +153,8 @@ pub struct ImageRow {
     pub created: String,
     pub description: String,
     pub source_path: String,
+    /// The source disk's serial, when it had one.
+    pub source_serial: Option<String>,
     pub source_size: u64,
     pub logical_sector_size: u32,
     /// Bytes inside the captured extents.
@@ -192,7 +194,13 @@ pub enum StoreState {
 /// One store (a directory holding `imprint-store.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreRow {
+    /// The directory jobs open (a mounted share or partition), or an HTTP URL.
     pub path: PathBuf,
+    /// What a person knows it by when not `path`: `smb://fs1/images`, `sdc1 ext4
+    /// "DATA"`.
+    pub label: Option<String>,
+    /// Why no capture can go here (an HTTP store is read-only).
+    pub read_only: Option<String>,
     pub state: StoreState,
     /// Bytes free for an unprivileged writer on the store's filesystem.
     pub free_bytes: Option<u64>,
@@ -208,7 +216,20 @@ impl StoreRow {
 
     /// True when a capture can write here.
     pub fn writable(&self) -> bool {
-        matches!(self.state, StoreState::Ready(_) | StoreState::Empty)
+        self.read_only.is_none() && matches!(self.state, StoreState::Ready(_) | StoreState::Empty)
+    }
+
+    /// The store's name on screen: its label, else its path.
+    pub fn name(&self) -> String {
+        match &self.label {
+            Some(l) => l.clone(),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// `NAME: STATUS`, the store's line in lists.
+    pub fn line(&self) -> String {
+        format!("{}: {}", self.name(), self.status())
     }
 
     /// "3 images, 120.5 GB free", "no store yet", ...
@@ -261,6 +282,8 @@ pub fn scan_store(path: &Path) -> StoreRow {
     };
     StoreRow {
         path: path.to_owned(),
+        label: None,
+        read_only: None,
         state,
         free_bytes,
     }
@@ -301,6 +324,7 @@ pub fn image_row(m: &imaging::Manifest) -> ImageRow {
         created: m.created.clone(),
         description: m.description.clone(),
         source_path: m.source.path.clone(),
+        source_serial: m.source.serial.clone(),
         source_size: m.source.size,
         logical_sector_size: m.source.logical_sector_size,
         used_bytes: m.stats.captured_bytes,

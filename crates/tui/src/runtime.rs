@@ -141,6 +141,10 @@ impl Runtime {
                 image,
                 nodes,
             } => vec![Action::Checked(check_targets(&store, &image, &nodes))],
+            Effect::PreviewCapture(source) => vec![Action::CapturePreviewed {
+                preview: ops::preview_capture(&source).map_err(|e| e.to_string()),
+                source,
+            }],
             Effect::PlanRestore(req) => vec![Action::Planned(
                 ops::plan_restore(&req)
                     .map(|p| confirm_view(&p))
@@ -271,7 +275,11 @@ pub fn dispatch(app: &mut App, rt: &mut Runtime, action: Action) {
 }
 
 fn protected(store: &Path) -> Vec<Protected> {
-    let mut v = vec![Protected::store(store)];
+    let mut v = Vec::new();
+    // An HTTP store lives on no local disk (as in `ops::plan_restore`).
+    if !imaging::backend::is_http(&store.to_string_lossy()) {
+        v.push(Protected::store(store));
+    }
     if let Some(p) = std::env::var_os(ops::BOOT_MEDIUM_ENV) {
         v.push(Protected::boot_medium(Path::new(&p)));
     }

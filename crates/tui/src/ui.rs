@@ -8,7 +8,7 @@ use crate::app::{
     App, HomeFocus, JobKind, Popup, RestoreMode, Screen, LAYOUTS, RESTORE_OPTIONS, TOOLS,
 };
 use crate::model::{DiskRow, StoreRow};
-use crate::update::{capture_estimate, capture_refusal, confirmation_matches, name_problem};
+use crate::update::{capture_fit, confirmation_matches, name_problem, Fit};
 use disks::usage::human_size;
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -196,10 +196,7 @@ fn image_header() -> Line<'static> {
 fn store_lines(stores: &[StoreRow]) -> Vec<Line<'static>> {
     let mut lines = Vec::new();
     for s in stores {
-        lines.push(Line::styled(
-            cut(&format!("{}: {}", s.path.display(), s.status()), 78),
-            bold(),
-        ));
+        lines.push(Line::styled(cut(&s.line(), 78), bold()));
         for i in s.images() {
             lines.push(match &i.error {
                 Some(e) => Line::styled(
@@ -304,11 +301,20 @@ pub fn render(app: &App, f: &mut Frame) {
             );
         }
         Screen::CaptureStore => {
-            let stores: Vec<StoreRow> = app.writable_stores().into_iter().cloned().collect();
-            let lines = stores
+            let mut lines: Vec<Line> = app
+                .writable_stores()
                 .iter()
-                .map(|s| Line::raw(cut(&format!("{}: {}", s.path.display(), s.status()), 78)))
+                .map(|s| Line::raw(cut(&s.line(), 78)))
                 .collect();
+            // Stores a capture cannot use, after the choices, with the reason.
+            for s in app.stores.iter().filter(|s| !s.writable()) {
+                if let Some(why) = &s.read_only {
+                    lines.push(Line::styled(
+                        cut(&format!("{}: {why}", s.name()), 77),
+                        yellow(),
+                    ));
+                }
+            }
             list(
                 f,
                 body,
@@ -323,7 +329,7 @@ pub fn render(app: &App, f: &mut Frame) {
             let stores = app.stores_with_images();
             let lines = stores
                 .iter()
-                .map(|s| Line::raw(cut(&format!("{}: {}", s.path.display(), s.status()), 78)))
+                .map(|s| Line::raw(cut(&s.line(), 78)))
                 .collect();
             let sel = if app.screen == Screen::RestoreStore {
                 app.restore.store_sel
@@ -472,10 +478,7 @@ fn capture_text(app: &App, f: &mut Frame, body: Rect) {
         ),
         field(
             "Store:",
-            &c.store
-                .as_ref()
-                .map(|s| s.path.display().to_string())
-                .unwrap_or_default(),
+            &c.store.as_ref().map(|s| s.name()).unwrap_or_default(),
             false,
         ),
         Line::raw(""),
@@ -517,8 +520,8 @@ fn capture_text(app: &App, f: &mut Frame, body: Rect) {
 
 fn capture_summary(app: &App, f: &mut Frame, body: Rect) {
     let c = &app.capture;
-    let est = capture_estimate(app);
-    let free = c.store.as_ref().and_then(|s| s.free_bytes);
+    let fit = capture_fit(app);
+    let disk_size = c.source.as_ref().map(|d| d.size).unwrap_or(0);
     let mut lines = vec![
         field(
             "Source:",
@@ -530,51 +533,70 @@ fn capture_summary(app: &App, f: &mut Frame, body: Rect) {
         ),
         field(
             "Store:",
-            &c.store
-                .as_ref()
-                .map(|s| s.path.display().to_string())
-                .unwrap_or_default(),
+            &cut(&c.store.as_ref().map(|s| s.name()).unwrap_or_default(), 64),
             false,
         ),
         field("Name:", &c.name, false),
         field("Description:", &cut(&c.description, 64), false),
         Line::raw(""),
-        field(
-            "Reads:",
-            "the whole disk: table areas and every partition;",
-            false,
-        ),
-        Line::raw("             the disk is only read, never written."),
-        field(
-            "Image size:",
-            &format!(
-                "at most {} (empty chunks are skipped, data is",
-                human_size(est)
-            ),
-            false,
-        ),
-        Line::raw("             compressed and shared with other images: usually far less)"),
-        field(
-            "Free space:",
-            &free.map(human_size).unwrap_or_else(|| "unknown".into()),
-            false,
-        ),
-        Line::raw(""),
     ];
-    if let Some(r) = capture_refusal(app) {
-        for l in wrap(&format!("Cannot capture: {r}"), 76) {
-            lines.push(Line::styled(l, red()));
+    let indent = |text: &str, first: &str, style: Style, lines: &mut Vec<Line<'static>>| {
+        for (i, l) in wrap(text, 64).into_iter().enumerate() {
+            let head = if i == 0 { first } else { "" };
+            lines.push(Line::from(vec![
+                Span::styled(format!("{head:<13}"), bold()),
+                Span::styled(l, style),
+            ]));
         }
-    } else {
-        if free.is_some_and(|f| f < est) {
-            for l in wrap(
-                "The store may fill up if the disk holds much incompressible data; the capture then stops, removes its partial data and says so.",
-                76,
-            ) {
-                lines.push(Line::styled(l, yellow()));
-            }
+    };
+    let reads = match (&c.preview, &fit.unplanned) {
+        (None, _) => "measuring: reading the partition table and filesystems...".to_string(),
+        (_, Some(e)) => format!(
+            "the whole {} disk (it could not be planned: {e})",
+            human_size(disk_size)
+        ),
+        (Some(_), None) => format!(
+            "{} of the {} disk: partition tables, boot areas and the blocks its \
+             filesystems use. The disk is only read, never written.",
+            human_size(fit.read),
+            human_size(disk_size)
+        ),
+    };
+    indent(&reads, "Reads:", Style::new(), &mut lines);
+    let size = match fit.estimate {
+        _ if c.preview.is_none() => "known once the disk is measured".to_string(),
+        Some(e) => format!(
+            "at most {}; about {} at the compression of the images already in this \
+             store (data they share is not stored twice)",
+            human_size(fit.read),
+            human_size(e)
+        ),
+        None => format!(
+            "at most {}, less after compression (data already in the store is not stored twice)",
+            human_size(fit.read)
+        ),
+    };
+    indent(&size, "Image size:", Style::new(), &mut lines);
+    indent(
+        &fit.free.map(human_size).unwrap_or_else(|| "unknown".into()),
+        "Free space:",
+        Style::new(),
+        &mut lines,
+    );
+    if let Some(Ok(p)) = &c.preview {
+        for w in p.warnings.iter().take(2) {
+            indent(w, "Note:", yellow(), &mut lines);
         }
-        lines.push(Line::styled("Press Enter to start the capture.", green()));
+    }
+    lines.push(Line::raw(""));
+    let (text, style) = match &fit.verdict {
+        Fit::Refused(r) => (format!("Cannot capture: {r}"), red()),
+        Fit::Measuring => ("Measuring the disk...".to_string(), yellow()),
+        Fit::Warn(w) => (format!("{w} Press Enter to start the capture."), yellow()),
+        Fit::Fits => ("Press Enter to start the capture.".to_string(), green()),
+    };
+    for l in wrap(&text, 76) {
+        lines.push(Line::styled(l, style));
     }
     f.render_widget(Paragraph::new(lines).block(block("Ready to capture")), body);
 }

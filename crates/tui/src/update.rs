@@ -26,6 +26,17 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             return vec![];
         }
         Action::Planned(plan) => return planned(app, plan),
+        Action::CapturePreviewed { source, preview } => {
+            if app
+                .capture
+                .source
+                .as_ref()
+                .is_some_and(|d| d.node == source)
+            {
+                app.capture.preview = Some(preview);
+            }
+            return vec![];
+        }
         Action::Job(msg) => {
             job_msg(app, msg);
             return vec![];
@@ -64,14 +75,17 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             match action {
                 Action::Select => match app.disks.get(app.capture.source_sel) {
                     Some(d) => {
-                        app.capture.source = Some(d.clone());
                         if app.writable_stores().is_empty() {
                             app.status = Some(
                                 "no store to write to: mount the IMPRINT partition or start with --store PATH"
                                     .into(),
                             );
                         } else {
+                            let node = d.node.clone();
+                            app.capture.source = Some(d.clone());
+                            app.capture.preview = None;
                             app.screen = Screen::CaptureStore;
+                            return vec![Effect::PreviewCapture(node)];
                         }
                     }
                     None => app.status = Some("no disk to capture".into()),
@@ -543,30 +557,107 @@ pub fn name_problem(app: &App) -> Option<String> {
     taken.then(|| "the store already has an image of this name (names ignore case)".into())
 }
 
-/// Upper bound of the bytes a capture adds to the store: the disk's size (empty
-/// chunks are not stored and the rest is compressed, so usually far less).
-pub fn capture_estimate(app: &App) -> u64 {
-    app.capture.source.as_ref().map(|d| d.size).unwrap_or(0)
+/// Whether the capture can fit the store, and the figures the summary shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureFit {
+    /// Bytes the capture reads (tables, boot areas, used blocks): at most this much
+    /// goes into the store. The disk's size when the plan failed.
+    pub read: u64,
+    /// Why the plan failed (the disk's size is the bound then).
+    pub unplanned: Option<String>,
+    /// `read` at the compression of the images already in the store.
+    pub estimate: Option<u64>,
+    pub free: Option<u64>,
+    pub verdict: Fit,
 }
 
-/// Why the capture cannot fit, decided before anything is read.
-pub fn capture_refusal(app: &App) -> Option<String> {
-    let store = app.capture.store.as_ref()?;
-    let free = store.free_bytes?;
-    // A store needs room for at least one pack header, a chunk and a manifest.
-    (free < 2 * u64::from(imaging::DEFAULT_CHUNK_SIZE)).then(|| {
-        format!(
-            "the store {} has only {} free: free space on it or choose another store",
-            store.path.display(),
-            human_size(free)
-        )
-    })
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fit {
+    /// The disk is still being measured: Enter waits.
+    Measuring,
+    Fits,
+    /// May not fit; the capture may start (it stops cleanly when the store fills).
+    Warn(String),
+    /// Cannot fit: refused before anything is read.
+    Refused(String),
+}
+
+/// The fit rule (docs/ARCHITECTURE.md "Text UI"): the capture stores at most the bytes
+/// it reads, less after compression and deduplication. Free space below that is
+/// refused, unless the store already holds an image of the same disk (same serial):
+/// then unchanged chunks are not stored again and it is only a warning. Nothing is
+/// refused when the free space is unknown.
+pub fn capture_fit(app: &App) -> CaptureFit {
+    let c = &app.capture;
+    let disk_size = c.source.as_ref().map(|d| d.size).unwrap_or(0);
+    let (read, unplanned) = match &c.preview {
+        Some(Ok(p)) => (p.read_bytes, None),
+        Some(Err(e)) => (disk_size, Some(e.clone())),
+        None => (disk_size, None),
+    };
+    let images = c.store.as_ref().map(|s| s.images()).unwrap_or_default();
+    let (used, stored) = images
+        .iter()
+        .filter(|i| i.error.is_none())
+        .fold((0u128, 0u128), |(u, s), i| {
+            (u + u128::from(i.used_bytes), s + u128::from(i.stored_bytes))
+        });
+    let estimate = (used > 0)
+        .then(|| u64::try_from(u128::from(read) * stored.min(used) / used).unwrap_or(read));
+    let free = c.store.as_ref().and_then(|s| s.free_bytes);
+    let store_path = c.store.as_ref().map(|s| s.name()).unwrap_or_default();
+    let same_disk = c
+        .source
+        .as_ref()
+        .and_then(|d| d.serial.as_deref())
+        .is_some_and(|serial| {
+            images
+                .iter()
+                .any(|i| i.source_serial.as_deref() == Some(serial))
+        });
+    let verdict = match free {
+        // A store needs room for at least one pack header, a chunk and a manifest.
+        Some(f) if f < 2 * u64::from(imaging::DEFAULT_CHUNK_SIZE) => Fit::Refused(format!(
+            "the store {store_path} has only {} free: free space on it or choose another store",
+            human_size(f)
+        )),
+        _ if c.preview.is_none() => Fit::Measuring,
+        Some(f) if f < read && same_disk => Fit::Warn(format!(
+            "The store has {} free for up to {} of data. It already holds an image of this \
+             disk, whose unchanged data is not stored again, so it probably fits; if the \
+             store fills, the capture stops and removes its partial data.",
+            human_size(f),
+            human_size(read)
+        )),
+        Some(f) if f < read => Fit::Refused(format!(
+            "the disk has {} of data to read but the store {store_path} has only {} free; \
+             compression often saves a third or more, but that cannot be counted on: free \
+             space on the store or choose another store",
+            human_size(read),
+            human_size(f)
+        )),
+        _ => Fit::Fits,
+    };
+    CaptureFit {
+        read,
+        unplanned,
+        estimate,
+        free,
+        verdict,
+    }
 }
 
 fn start_capture(app: &mut App) -> Vec<Effect> {
-    if let Some(r) = capture_refusal(app) {
-        app.status = Some(r);
-        return vec![];
+    match capture_fit(app).verdict {
+        Fit::Refused(r) => {
+            app.status = Some(format!("cannot capture: {r}"));
+            return vec![];
+        }
+        Fit::Measuring => {
+            app.status = Some("still measuring what the capture reads; a moment".into());
+            return vec![];
+        }
+        Fit::Fits | Fit::Warn(_) => {}
     }
     let (Some(src), Some(store)) = (&app.capture.source, &app.capture.store) else {
         return vec![];
@@ -584,7 +675,7 @@ fn start_capture(app: &mut App) -> Vec<Effect> {
     let title = format!(
         "Capturing {} into {} as \"{}\"",
         src.node.display(),
-        store.path.display(),
+        store.name(),
         req.name
     );
     begin_job(app, JobKind::Capture, title);

@@ -82,6 +82,10 @@ fn capture_then_restore_through_the_app_gives_the_same_bytes() {
     type_text(&mut app, &mut rt, "end-to-end test");
     dispatch(&mut app, &mut rt, Action::Select);
     assert_eq!(app.screen, Screen::CaptureSummary);
+    // The summary's figure is the plan ops::capture follows: a disk without a
+    // readable table is read whole.
+    let preview = app.capture.preview.clone().unwrap().unwrap();
+    assert_eq!((preview.size, preview.read_bytes), (8 << 20, 8 << 20));
     dispatch(&mut app, &mut rt, Action::Select);
     assert_eq!(app.screen, Screen::Progress);
     run_until_result(&mut app, &mut rt);

@@ -74,7 +74,25 @@ fn capture_wizard() {
     type_text(&mut app, "reference PC, before updates");
     snapshot("capture_description", &app);
     send(&mut app, Action::Select);
+    snapshot("capture_summary_measuring", &app);
+    send(&mut app, previewed("/dev/nvme0n1", 7_340_032_000));
     snapshot("capture_summary", &app);
+}
+
+#[test]
+fn capture_summary_refuses_a_disk_whose_data_cannot_fit() {
+    // The store has 9.7 GB free and no image of /dev/sda.
+    let mut app = to_capture_summary(1);
+    send(&mut app, previewed("/dev/sda", 60_000_000_000));
+    snapshot("capture_summary_refused", &app);
+}
+
+#[test]
+fn capture_summary_warns_when_the_store_already_holds_this_disk() {
+    // The store holds images of the NVMe disk (same serial): unchanged chunks are shared.
+    let mut app = to_capture_summary(0);
+    send(&mut app, previewed("/dev/nvme0n1", 60_000_000_000));
+    snapshot("capture_summary_dedup_warning", &app);
 }
 
 #[test]

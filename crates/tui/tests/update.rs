@@ -293,6 +293,7 @@ fn the_capture_name_is_validated_before_going_on() {
     send(&mut app, Action::Select);
     assert_eq!(app.screen, Screen::CaptureDescription);
     send(&mut app, Action::Select);
+    send(&mut app, previewed("/dev/nvme0n1", 5_000_000_000));
     let fx = send(&mut app, Action::Select);
     match fx.as_slice() {
         [Effect::StartJob(JobSpec::Capture(req))] => {
@@ -345,4 +346,55 @@ fn restore_and_verify_need_a_store_with_images() {
     send(&mut app, Action::Restore);
     assert_eq!(app.screen, Screen::Home);
     assert!(app.status.is_some());
+}
+
+#[test]
+fn choosing_the_source_measures_what_the_capture_reads() {
+    let mut app = app();
+    send(&mut app, Action::Capture);
+    let fx = send(&mut app, Action::Select);
+    assert!(
+        matches!(fx.as_slice(), [Effect::PreviewCapture(p)] if p == std::path::Path::new("/dev/nvme0n1")),
+        "{fx:?}"
+    );
+    // News about another disk (an earlier choice) is not taken for this one.
+    send(&mut app, previewed("/dev/sda", 1));
+    assert_eq!(app.capture.preview, None);
+}
+
+#[test]
+fn a_capture_waits_for_the_measurement_then_refuses_what_cannot_fit() {
+    let mut app = to_capture_summary(1);
+    assert!(send(&mut app, Action::Select).is_empty(), "still measuring");
+    assert_eq!(app.screen, Screen::CaptureSummary);
+    // 60 GB to read, 9.7 GB free, no image of this disk in the store.
+    send(&mut app, previewed("/dev/sda", 60_000_000_000));
+    assert!(send(&mut app, Action::Select).is_empty());
+    let status = app.status.clone().unwrap();
+    assert!(
+        status.contains("60.0 GB") && status.contains("9.7 GB"),
+        "{status}"
+    );
+    // 5 GB fits.
+    send(&mut app, previewed("/dev/sda", 5_000_000_000));
+    let fx = send(&mut app, Action::Select);
+    assert!(
+        matches!(fx.as_slice(), [Effect::StartJob(JobSpec::Capture(_))]),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn a_store_holding_the_same_disk_only_warns() {
+    let mut app = to_capture_summary(0);
+    send(&mut app, previewed("/dev/nvme0n1", 60_000_000_000));
+    let fit = tui::update::capture_fit(&app);
+    assert!(matches!(fit.verdict, tui::update::Fit::Warn(_)), "{fit:?}");
+    // About 21.5/48.3 of the read bytes at the store's compression so far.
+    assert_eq!(fit.estimate, Some(26_666_666_666));
+    let fx = send(&mut app, Action::Select);
+    assert!(
+        matches!(fx.as_slice(), [Effect::StartJob(JobSpec::Capture(_))]),
+        "{fx:?}"
+    );
 }

@@ -89,6 +89,7 @@ pub fn image(name: &str, created: &str, desc: &str) -> ImageRow {
         created: created.into(),
         description: desc.into(),
         source_path: "/dev/nvme0n1".into(),
+        source_serial: Some("S4EVNX0M912345K".into()),
         source_size: 256_060_514_304,
         logical_sector_size: 512,
         used_bytes: 48_318_382_080,
@@ -113,6 +114,8 @@ pub fn image(name: &str, created: &str, desc: &str) -> ImageRow {
 pub fn stores() -> Vec<StoreRow> {
     vec![
         StoreRow {
+            label: None,
+            read_only: None,
             path: "/run/imprint/store".into(),
             state: StoreState::Ready(vec![
                 image(
@@ -125,6 +128,8 @@ pub fn stores() -> Vec<StoreRow> {
             free_bytes: Some(9_663_676_416),
         },
         StoreRow {
+            label: None,
+            read_only: None,
             path: "/mnt/share".into(),
             state: StoreState::Missing,
             free_bytes: None,
@@ -265,4 +270,37 @@ pub fn snapshot(name: &str, app: &App) {
             assert!(update, "new snapshot {name} written; check it and rerun:\n{got}");
         }
     }
+}
+
+/// What `ops::preview_capture` says about a disk that reads `read_bytes`.
+pub fn previewed(node: &str, read_bytes: u64) -> Action {
+    let size = disks()
+        .iter()
+        .find(|d| d.node == Path::new(node))
+        .map(|d| d.size)
+        .unwrap_or(0);
+    Action::CapturePreviewed {
+        source: node.into(),
+        preview: Ok(ops::CapturePreview {
+            size,
+            read_bytes,
+            warnings: vec![],
+        }),
+    }
+}
+
+/// Drives the capture wizard for disk number `disk` up to the summary, named "pc-07".
+pub fn to_capture_summary(disk: usize) -> App {
+    let mut app = app();
+    send(&mut app, Action::Capture);
+    for _ in 0..disk {
+        send(&mut app, Action::Down);
+    }
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Select);
+    type_text(&mut app, "pc-07");
+    send(&mut app, Action::Select);
+    send(&mut app, Action::Select);
+    assert_eq!(app.screen, tui::Screen::CaptureSummary);
+    app
 }
