@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use crate::extent::{normalize, total, Extent};
 use crate::format::*;
-use crate::io::{is_zero, ReadAt};
+use crate::io::{is_zero, IoBuf, ReadAt};
 use crate::pipeline::{chunks_of, read_masked, run};
 use crate::sink::{Event, Progress, Sink, Ticker};
 use crate::store::StoreWriter;
@@ -50,7 +50,44 @@ pub struct CaptureReport {
 enum Hashed {
     Zero(u64),
     Known(u64, ChunkId),
-    New(u64, ChunkId, Encoding, u32, Vec<u8>),
+    New(u64, ChunkId, Encoding, u32, Payload),
+}
+
+/// A new chunk's bytes as they go into the pack: compressed, or the read buffer itself.
+enum Payload {
+    Packed(Vec<u8>),
+    Raw(IoBuf),
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Packed(v) => v,
+            Payload::Raw(b) => b,
+        }
+    }
+}
+
+thread_local! {
+    /// Each worker's zstd context, made once (a context per chunk costs an allocation
+    /// and a table reset every MiB).
+    static COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses `data` at `level` with this thread's zstd context.
+fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+    COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level)?));
+        }
+        match c.as_mut() {
+            Some((_, z)) => z.compress(data),
+            None => unreachable!("set above"),
+        }
+    })
 }
 
 /// Captures `source` into the store behind `writer`.
@@ -99,20 +136,18 @@ pub fn capture(
         |emit| {
             for &idx in &indices {
                 let window = chunk_range(idx, chunk_size, disk_size);
-                let mut buf = Vec::with_capacity(chunk_size as usize);
-                let read = read_masked(source, ext, window, &mut buf).map_err(|source| {
-                    Error::ReadSource {
+                let (buf, read) =
+                    read_masked(source, ext, window).map_err(|source| Error::ReadSource {
                         offset: window.offset,
                         source,
-                    }
-                })?;
+                    })?;
                 if !emit((idx, buf, read)) {
                     break;
                 }
             }
             Ok(())
         },
-        |(idx, buf, read): (u64, Vec<u8>, u64)| -> Result<(Hashed, u64, u64)> {
+        |(idx, buf, read): (u64, IoBuf, u64)| -> Result<(Hashed, u64, u64)> {
             let n = buf.len() as u64;
             if is_zero(&buf) {
                 return Ok((Hashed::Zero(idx), n, read));
@@ -121,19 +156,29 @@ pub fn capture(
             if store.contains(&id) {
                 return Ok((Hashed::Known(idx, id), n, read));
             }
-            let compressed = zstd::bulk::compress(&buf, level).map_err(|e| Error::Io {
+            let compressed = compress(&buf, level).map_err(|e| Error::Io {
                 what: "compressing chunk for",
                 path: format!("disk offset {}", idx * chunk_size as u64).into(),
                 source: e,
             })?;
             Ok(if compressed.len() < buf.len() {
                 (
-                    Hashed::New(idx, id, Encoding::Zstd, n as u32, compressed),
+                    Hashed::New(
+                        idx,
+                        id,
+                        Encoding::Zstd,
+                        n as u32,
+                        Payload::Packed(compressed),
+                    ),
                     n,
                     read,
                 )
             } else {
-                (Hashed::New(idx, id, Encoding::Raw, n as u32, buf), n, read)
+                (
+                    Hashed::New(idx, id, Encoding::Raw, n as u32, Payload::Raw(buf)),
+                    n,
+                    read,
+                )
             })
         },
         |item| {

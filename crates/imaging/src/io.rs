@@ -53,6 +53,140 @@ impl<T: WriteAt + ?Sized> WriteAt for &T {
     }
 }
 
+/// Alignment of buffers, offsets and lengths for direct I/O (`O_DIRECT`): a multiple of
+/// every logical sector size (512, 4096) and of the usual filesystem block size.
+pub const DIRECT_ALIGN: usize = 4096;
+
+/// A file read through two descriptors: one opened with `O_DIRECT`, used for reads
+/// whose buffer, offset and length are all [`DIRECT_ALIGN`]-aligned, and the plain one
+/// for everything else and for writes. Direct reads skip the page cache and its copy:
+/// measured in docs/PERFORMANCE.md, they save most of the kernel time a capture spends.
+/// A direct read the file system refuses (`EINVAL`) is retried through the plain
+/// descriptor, so the result never depends on which one served it.
+#[derive(Debug)]
+pub struct DirectFile<'a> {
+    plain: &'a File,
+    direct: Option<File>,
+}
+
+impl<'a> DirectFile<'a> {
+    /// `direct` is the same file opened with `O_DIRECT`, or None to read through the
+    /// page cache only.
+    pub fn new(plain: &'a File, direct: Option<File>) -> Self {
+        DirectFile { plain, direct }
+    }
+
+    /// True when reads can bypass the page cache.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+}
+
+/// True when `buf`, `offset` and the length all sit on [`DIRECT_ALIGN`] boundaries.
+fn direct_aligned(buf: &[u8], offset: u64) -> bool {
+    let a = DIRECT_ALIGN;
+    (buf.as_ptr() as usize).is_multiple_of(a)
+        && buf.len().is_multiple_of(a)
+        && offset.is_multiple_of(a as u64)
+}
+
+impl ReadAt for DirectFile<'_> {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        if let Some(d) = &self.direct {
+            if direct_aligned(buf, offset) {
+                match FileExt::read_exact_at(d, buf, offset) {
+                    Err(e) if e.raw_os_error() == Some(EINVAL) => {}
+                    r => return r,
+                }
+            }
+        }
+        FileExt::read_exact_at(self.plain, buf, offset)
+    }
+}
+
+impl WriteAt for DirectFile<'_> {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(self.plain, buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.plain.sync_all()
+    }
+}
+
+/// `EINVAL`: what the kernel answers to a direct read it cannot serve.
+const EINVAL: i32 = 22;
+
+/// A byte buffer whose data starts on a [`DIRECT_ALIGN`] boundary, so a [`DirectFile`]
+/// reads straight into it. New buffers are zero-filled. Dropped buffers go back to a
+/// small process-wide pool (at most [`POOL_BYTES`]): a capture of a large disk reuses
+/// the same few megabytes instead of faulting in fresh pages for every chunk.
+pub struct IoBuf {
+    raw: Vec<u8>,
+    off: usize,
+    len: usize,
+}
+
+/// Bytes the buffer pool keeps at most.
+pub const POOL_BYTES: usize = 64 << 20;
+
+static POOL: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+
+fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
+    // The pool only holds spare allocations; a panic elsewhere leaves them usable.
+    POOL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl IoBuf {
+    /// A zero-filled buffer of `len` bytes.
+    pub fn new(len: usize) -> Self {
+        let need = len + DIRECT_ALIGN;
+        let reused = {
+            let mut p = pool();
+            p.iter()
+                .position(|v| v.capacity() >= need)
+                .map(|i| p.swap_remove(i))
+        };
+        let mut raw = reused.unwrap_or_default();
+        raw.clear();
+        raw.resize(need, 0);
+        // align_offset may (in theory) decline; the buffer then just isn't direct-aligned.
+        let off = match raw.as_ptr().align_offset(DIRECT_ALIGN) {
+            o if o < DIRECT_ALIGN => o,
+            _ => 0,
+        };
+        IoBuf { raw, off, len }
+    }
+}
+
+impl Drop for IoBuf {
+    fn drop(&mut self) {
+        let raw = std::mem::take(&mut self.raw);
+        let mut p = pool();
+        if p.iter().map(Vec::capacity).sum::<usize>() + raw.capacity() <= POOL_BYTES {
+            p.push(raw);
+        }
+    }
+}
+
+impl std::ops::Deref for IoBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.raw[self.off..self.off + self.len]
+    }
+}
+
+impl std::ops::DerefMut for IoBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.raw[self.off..self.off + self.len]
+    }
+}
+
+impl std::fmt::Debug for IoBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IoBuf({} bytes)", self.len)
+    }
+}
+
 /// A disk held in memory, for tests and for small table areas.
 #[derive(Debug, Default)]
 pub struct MemDisk {

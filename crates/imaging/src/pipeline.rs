@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::extent::{clip, Extent};
-use crate::io::ReadAt;
+use crate::io::{IoBuf, ReadAt, DIRECT_ALIGN};
 use crossbeam_channel::bounded;
 
 /// Threads for CPU work: all cores.
@@ -61,29 +61,39 @@ where
 
 /// Reads chunk `window` of `src` as capture sees it: bytes inside `extents` from the
 /// source, every other byte zero. One read spans the first to the last covered byte
-/// (large reads beat many small ones), then the gaps are zeroed. Returns the bytes read.
+/// (large reads beat many small ones), widened to [`DIRECT_ALIGN`] boundaries inside the
+/// window so a [`crate::io::DirectFile`] serves it without the page cache; then
+/// everything outside the extents is zeroed. Returns the chunk and the bytes of the span.
 pub fn read_masked(
     src: &dyn ReadAt,
     extents: &[Extent],
     window: Extent,
-    buf: &mut Vec<u8>,
-) -> std::io::Result<u64> {
-    buf.clear();
-    buf.resize(window.len as usize, 0);
+) -> std::io::Result<(IoBuf, u64)> {
+    let mut buf = IoBuf::new(window.len as usize);
     let pieces: Vec<Extent> = clip(extents, window).collect();
     let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
-        return Ok(0);
+        return Ok((buf, 0));
     };
     let lo = (first.offset - window.offset) as usize;
     let hi = (last.end() - window.offset) as usize;
-    src.read_exact_at(&mut buf[lo..hi], first.offset)?;
-    let mut pos = lo;
+    let a = DIRECT_ALIGN;
+    let (lo_a, hi_a) = (lo / a * a, hi.div_ceil(a).saturating_mul(a).min(buf.len()));
+    let widened = (lo_a, hi_a) != (lo, hi)
+        && src
+            .read_exact_at(&mut buf[lo_a..hi_a], window.offset + lo_a as u64)
+            .is_ok();
+    if !widened {
+        // Exactly the span: the widened read may pass the end of a smaller target.
+        src.read_exact_at(&mut buf[lo..hi], first.offset)?;
+    }
+    let mut pos = 0;
     for p in &pieces {
         let start = (p.offset - window.offset) as usize;
         buf[pos..start].fill(0);
         pos = (p.end() - window.offset) as usize;
     }
-    Ok((hi - lo) as u64)
+    buf[pos..].fill(0);
+    Ok((buf, (hi - lo) as u64))
 }
 
 /// The chunk indices that intersect normalized `extents`, in order.
@@ -107,15 +117,22 @@ mod tests {
     fn read_masked_zeroes_everything_outside_the_extents() {
         let d = MemDisk::from_vec((0..32u8).map(|x| x + 1).collect());
         let ext = [Extent::new(2, 3), Extent::new(10, 2), Extent::new(20, 20)];
-        let mut buf = Vec::new();
-        read_masked(&d, &ext, Extent::new(0, 16), &mut buf).unwrap();
-        assert_eq!(
-            buf,
-            [0, 0, 3, 4, 5, 0, 0, 0, 0, 0, 11, 12, 0, 0, 0, 0].to_vec()
-        );
-        read_masked(&d, &ext, Extent::new(16, 16), &mut buf).unwrap();
+        let (buf, n) = read_masked(&d, &ext, Extent::new(0, 16)).unwrap();
+        assert_eq!(*buf, [0, 0, 3, 4, 5, 0, 0, 0, 0, 0, 11, 12, 0, 0, 0, 0]);
+        assert_eq!(n, 10);
+        let (buf, _) = read_masked(&d, &ext, Extent::new(16, 16)).unwrap();
         assert_eq!(&buf[..4], &[0, 0, 0, 0]);
         assert_eq!(buf[4], 21);
+    }
+
+    #[test]
+    fn read_masked_reads_just_the_span_when_the_widened_read_fails() {
+        // A target smaller than the window: the aligned read would pass its end.
+        let d = MemDisk::from_vec((0..20u8).map(|x| x + 1).collect());
+        let (buf, n) = read_masked(&d, &[Extent::new(2, 3)], Extent::new(0, 32)).unwrap();
+        assert_eq!(&buf[..6], &[0, 0, 3, 4, 5, 0]);
+        assert!(buf[6..].iter().all(|&b| b == 0));
+        assert_eq!(n, 3);
     }
 
     #[test]

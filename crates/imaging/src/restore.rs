@@ -350,13 +350,12 @@ impl Job<'_> {
                 inner: self.target,
                 place: self.place,
             };
-            let mut buf = Vec::new();
-            target_read = read_masked(&shifted, mask, range, &mut buf).map_err(|source| {
-                Error::ReadTarget {
+            let (buf, n) =
+                read_masked(&shifted, mask, range).map_err(|source| Error::ReadTarget {
                     offset: self.place.at(range.offset.max(self.window.offset)),
                     source,
-                }
-            })?;
+                })?;
+            target_read = n;
             let same = if id == ZERO_ID {
                 is_zero(&buf)
             } else {

@@ -180,8 +180,7 @@ pub fn verify_against_excluding(
             };
             let whole: Vec<Extent> = clip(&map.extents, window).collect();
             let part: Vec<Extent> = clip(compared, window).collect();
-            let mut buf = Vec::with_capacity(window.len as usize);
-            let n = read_masked(disk, &part, window, &mut buf).map_err(read_err)?;
+            let (buf, n) = read_masked(disk, &part, window).map_err(read_err)?;
             if part == whole {
                 let same = if id == ZERO_ID {
                     is_zero(&buf)
@@ -193,14 +192,15 @@ pub fn verify_against_excluding(
             if part.is_empty() {
                 return Ok((window.offset, 0, true));
             }
-            let mut want = match (store, id == ZERO_ID) {
+            let want = match (store, id == ZERO_ID) {
                 (_, true) => vec![0u8; window.len as usize],
                 (Some(s), false) => s.read_chunk(&id, window.offset)?,
                 (None, false) => unreachable!("exclusions need the store"),
             };
-            let img = crate::io::MemDisk::from_vec(std::mem::take(&mut want));
-            read_masked(&img, &part, window, &mut want).map_err(read_err)?;
-            Ok((window.offset, n, want == buf))
+            // The image's chunk seen through the same mask, placed at the window.
+            let img = ChunkAt(crate::io::MemDisk::from_vec(want), window.offset);
+            let (want, _) = read_masked(&img, &part, window).map_err(read_err)?;
+            Ok((window.offset, n, *want == *buf))
         },
         |item| {
             let (off, n, same) = item?;
@@ -232,6 +232,15 @@ pub fn verify_against_excluding(
 }
 
 /// `a` minus `b`, both normalized.
+/// One chunk's bytes, read at disk offsets from `.1` on.
+struct ChunkAt(crate::io::MemDisk, u64);
+
+impl ReadAt for ChunkAt {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset - self.1)
+    }
+}
+
 fn subtract(a: &[Extent], b: &[Extent]) -> Vec<Extent> {
     let mut out = Vec::new();
     for e in a {

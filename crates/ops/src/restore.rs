@@ -485,7 +485,13 @@ pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreOut
             "delta restore: {delta_reason}; only chunks that differ are written (--full writes all)"
         )));
     }
-    let report = imaging::restore(&plan.store, &plan.image, target.file(), size, &opts, sink)?;
+    // Delta compares read the target past the page cache where it can (writes stay
+    // buffered and are synced in coreos-installer's order).
+    let io = imaging::io::DirectFile::new(
+        target.file(),
+        opts.delta.then(|| target.open_direct()).flatten(),
+    );
+    let report = imaging::restore(&plan.store, &plan.image, &io, size, &opts, sink)?;
     let mut outcome = RestoreOutcome {
         report,
         relocated: None,

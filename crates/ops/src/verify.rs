@@ -30,7 +30,7 @@ pub fn verify(req: &VerifyRequest, sink: &mut dyn Sink) -> Result<VerifyReport, 
             Ok(imaging::verify_against_excluding(
                 Some(&store),
                 &image,
-                src.file(),
+                &imaging::io::DirectFile::new(src.file(), src.open_direct()),
                 size,
                 &exclude,
                 req.threads,
