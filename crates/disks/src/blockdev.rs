@@ -164,9 +164,14 @@ impl Target {
     /// The same file opened again read-only with `O_DIRECT` (through
     /// `/proc/self/fd`, so it is the very inode this `Target` holds), for reads that
     /// skip the page cache; None where the file system or kernel does not support
-    /// direct I/O (tmpfs, for one). Opening it never takes an `O_EXCL` claim.
+    /// direct I/O (tmpfs, for one), or when `IMPRINT_BUFFERED_IO` is set (docs/CLI.md:
+    /// for a device that misbehaves with direct I/O, and for measuring it). Opening it
+    /// never takes an `O_EXCL` claim.
     pub fn open_direct(&self) -> Option<File> {
         use std::os::fd::AsRawFd;
+        if std::env::var_os("IMPRINT_BUFFERED_IO").is_some() {
+            return None;
+        }
         OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
