@@ -47,6 +47,26 @@ pub fn prepare(
     Ok(opened.mount)
 }
 
+/// `--ca-cert FILE`: trusted for https:// stores besides the system's CA certificates.
+/// The file is read here so a typo fails before any network traffic, whatever the store.
+pub fn trust_ca(file: Option<&Path>) -> Result<(), OpsError> {
+    let Some(f) = file else { return Ok(()) };
+    let bytes = std::fs::read(f).map_err(|source| OpsError::Io {
+        what: "reading the --ca-cert file",
+        path: f.into(),
+        source,
+    })?;
+    let marker = b"-----BEGIN CERTIFICATE-----";
+    if !bytes.windows(marker.len()).any(|w| w == marker) {
+        return Err(OpsError::Usage(format!(
+            "--ca-cert {}: no PEM certificate in it (want a file with -----BEGIN CERTIFICATE-----)",
+            f.display()
+        )));
+    }
+    imaging::backend::trust_ca_file(f, "--ca-cert");
+    Ok(())
+}
+
 fn password(who: &str, file: Option<&Path>) -> Result<String, OpsError> {
     if let Some(f) = file {
         let text = std::fs::read_to_string(f).map_err(|source| OpsError::Io {

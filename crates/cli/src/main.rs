@@ -26,6 +26,10 @@ struct Cli {
     /// (else $IMPRINT_STORE_PASSWORD, else a prompt).
     #[arg(long, global = true, value_name = "FILE")]
     password_file: Option<PathBuf>,
+    /// PEM file of a CA certificate to trust for an https:// store, besides the
+    /// system's CA certificates and $IMPRINT_HTTP_CA.
+    #[arg(long, global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -179,8 +183,9 @@ fn main() {
     let command = command_name(&cli.command);
     let mut reporter = Reporter::new(json, cancel);
     // A network store is mounted for the whole command and unmounted before exit.
-    let result =
-        location::prepare(&mut cli.command, cli.password_file.as_deref()).and_then(|mount| {
+    let result = location::trust_ca(cli.ca_cert.as_deref())
+        .and_then(|()| location::prepare(&mut cli.command, cli.password_file.as_deref()))
+        .and_then(|mount| {
             let r = run(cli.command, &mut reporter);
             drop(mount);
             r
@@ -864,7 +869,8 @@ fn browse_export(
         _ => browse::Format::Raw,
     };
     let started = std::time::Instant::now();
-    let r = browse::export(store, name, file, format, partition, &mut |_, _| {})?;
+    let r = browse::export(store, name, file, format, partition, rep)?;
+    rep.finish_line();
     if json {
         emit(
             "result",

@@ -537,6 +537,21 @@ fn https_store_needs_its_ca_trusted_and_then_restores() {
         "{}",
         text(&o)
     );
+    // The same CA given with --ca-cert instead of the environment.
+    let o = ok(run(&["--ca-cert", p(&ca), "images", &url], None));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("lab pc"),
+        "{}",
+        text(&o)
+    );
+    // A --ca-cert file that is not a certificate fails before any request, naming it.
+    let o = run(&["images", &url, "--ca-cert", p(&s.source)], None);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--ca-cert"),
+        "{}",
+        text(&o)
+    );
     let target = s.root.join("target.img");
     ok(run(
         &["restore", &url, "lab pc", p(&target), "--yes"],

@@ -117,8 +117,9 @@ pub fn is_http(location: &str) -> bool {
 }
 
 impl HttpBackend {
-    /// `url` is the store's directory; a missing trailing `/` is added. A certificate
-    /// file named by `IMPRINT_HTTP_CA` is trusted besides the system's CA certificates.
+    /// `url` is the store's directory; a missing trailing `/` is added. The certificates
+    /// in the file named by `IMPRINT_HTTP_CA` and those given to [`trust_ca_file`] are
+    /// trusted besides the system's CA certificates.
     pub fn new(url: &str) -> io::Result<HttpBackend> {
         let mut base = url.to_string();
         if !base.ends_with('/') {
@@ -399,8 +400,45 @@ fn encode_path(rel: &str) -> String {
     s
 }
 
+/// Certificate files trusted besides the system's CA certificates and `IMPRINT_HTTP_CA`,
+/// each with the name of where it came from (for error messages).
+static EXTRA_CAS: Mutex<Vec<(PathBuf, String)>> = Mutex::new(Vec::new());
+
+/// Trusts the PEM certificates in `path` for `https://` stores, besides the system's CA
+/// certificates and `IMPRINT_HTTP_CA`; `source` names the option it came from (e.g.
+/// `--ca-cert`) in error messages. Takes effect for HTTPS stores opened afterwards: call
+/// it before the first one (the TLS configuration is built once per process).
+pub fn trust_ca_file(path: &Path, source: &str) {
+    EXTRA_CAS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((path.to_path_buf(), source.to_string()));
+}
+
+/// Adds every PEM certificate of `path` to `roots`; an unreadable file or one without a
+/// certificate is an error naming `source` and the file.
+fn add_pem_file(
+    roots: &mut rustls::RootCertStore,
+    path: &Path,
+    source: &str,
+) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    let fail = |e: &dyn fmt::Display| format!("{source} {}: {e}", path.display());
+    let certs = rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| fail(&e))?;
+    let mut n = 0;
+    for c in certs {
+        roots.add(c.map_err(|e| fail(&e))?).map_err(|e| fail(&e))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(fail(&"no PEM certificate in it"));
+    }
+    Ok(())
+}
+
 /// rustls with the system's CA certificates (rustls-native-certs reads the distribution's
-/// bundle, /etc/ssl/certs on Debian) plus `IMPRINT_HTTP_CA`; built once per process.
+/// bundle, /etc/ssl/certs on Debian) plus `IMPRINT_HTTP_CA` and the files given to
+/// [`trust_ca_file`]; built once per process.
 fn tls_config() -> io::Result<Arc<rustls::ClientConfig>> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
@@ -410,24 +448,10 @@ fn tls_config() -> io::Result<Arc<rustls::ClientConfig>> {
                 let _ = roots.add(c);
             }
             if let Some(ca) = std::env::var_os("IMPRINT_HTTP_CA") {
-                use rustls_pki_types::pem::PemObject;
-                let ca = PathBuf::from(ca);
-                let certs = rustls_pki_types::CertificateDer::pem_file_iter(&ca)
-                    .map_err(|e| format!("IMPRINT_HTTP_CA {}: {e}", ca.display()))?;
-                let mut n = 0;
-                for c in certs {
-                    let c = c.map_err(|e| format!("IMPRINT_HTTP_CA {}: {e}", ca.display()))?;
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("IMPRINT_HTTP_CA {}: {e}", ca.display()))?;
-                    n += 1;
-                }
-                if n == 0 {
-                    return Err(format!(
-                        "IMPRINT_HTTP_CA {}: no PEM certificate in it",
-                        ca.display()
-                    ));
-                }
+                add_pem_file(&mut roots, Path::new(&ca), "IMPRINT_HTTP_CA")?;
+            }
+            for (path, source) in EXTRA_CAS.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                add_pem_file(&mut roots, path, source)?;
             }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let cfg = rustls::ClientConfig::builder_with_provider(provider)
