@@ -869,8 +869,7 @@ fn browse_export(
         _ => browse::Format::Raw,
     };
     let started = std::time::Instant::now();
-    let r = browse::export(store, name, file, format, partition, rep)?;
-    rep.finish_line();
+    let r = browse::export(store, name, file, format, partition, &mut |_, _| {})?;
     if json {
         emit(
             "result",
