@@ -144,8 +144,11 @@ fn copy_entry(
         // Owner and mode after the contents (a read-only directory must still be
         // filled), times last (creating entries changes a directory's mtime).
         set_owner(dst, meta)?;
-        fs::set_permissions(dst, fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(io_err("setting permissions of", dst))?;
+        keep_unix(fs::set_permissions(
+            dst,
+            fs::Permissions::from_mode(meta.mode() & 0o7777),
+        ))
+        .map_err(io_err("setting permissions of", dst))?;
         set_times(&File::open(dst).map_err(io_err("opening", dst))?, meta, dst)?;
     } else if ft.is_file() {
         let mut from = File::open(src).map_err(io_err("opening", src))?;
@@ -166,7 +169,7 @@ fn copy_entry(
             })?;
         item.bytes = io::copy(&mut from, &mut to).map_err(io_err("copying to", dst))?;
         set_owner(dst, meta)?;
-        to.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
+        keep_unix(to.set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777)))
             .map_err(io_err("setting permissions of", dst))?;
         set_times(&to, meta, dst)?;
         to.sync_all().map_err(io_err("syncing", dst))?;
@@ -207,8 +210,44 @@ fn set_times(f: &File, meta: &fs::Metadata, path: &Path) -> Result<(), OpsError>
 /// Keeps the owner when running as root (anyone else can only own their files).
 fn set_owner(path: &Path, meta: &fs::Metadata) -> Result<(), OpsError> {
     if rustix::process::geteuid().is_root() {
-        std::os::unix::fs::lchown(path, Some(meta.uid()), Some(meta.gid()))
-            .map_err(io_err("setting the owner of", path))?;
+        keep_unix(std::os::unix::fs::lchown(
+            path,
+            Some(meta.uid()),
+            Some(meta.gid()),
+        ))
+        .map_err(io_err("setting the owner of", path))?;
     }
     Ok(())
+}
+
+/// Owners and modes are kept where the destination can hold them: FAT and exFAT (and
+/// NTFS without a mapping) refuse most `chown`/`chmod` with EPERM (fat_setattr,
+/// exfat_setattr) or do not support them; the data and times are what counts there.
+fn keep_unix(r: io::Result<()>) -> io::Result<()> {
+    use rustix::io::Errno;
+    match r {
+        Err(e)
+            if matches!(
+                Errno::from_io_error(&e),
+                Some(Errno::PERM | Errno::OPNOTSUPP)
+            ) =>
+        {
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owners_and_modes_a_filesystem_cannot_hold_do_not_fail_the_copy() {
+        let e = |n| Err(io::Error::from_raw_os_error(n));
+        assert!(keep_unix(e(1)).is_ok(), "EPERM (vfat, exfat)");
+        assert!(keep_unix(e(95)).is_ok(), "EOPNOTSUPP");
+        assert!(keep_unix(e(2)).is_err(), "ENOENT is a real failure");
+        assert!(keep_unix(e(5)).is_err(), "EIO is a real failure");
+    }
 }

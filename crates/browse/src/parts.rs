@@ -60,7 +60,10 @@ pub fn mount_type(filesystem: &str) -> Option<(&'static str, &'static str)> {
         // noload: do not replay the journal of a filesystem captured dirty
         // (ext4(5): "noload ... do not load the journal on mounting").
         "ext2" | "ext3" | "ext4" => ("ext4", "ro,noload"),
-        "fat12" | "fat16" | "fat32" | "vfat" => ("vfat", "ro"),
+        // iocharset=utf8: names as they are stored (long names are UTF-16). The
+        // kernel's default charset may be a module the system lacks: Debian's 6.12 says
+        // "IO charset ascii not found" in the boot environment without it.
+        "fat12" | "fat16" | "fat32" | "vfat" => ("vfat", "ro,iocharset=utf8"),
         "exfat" => ("exfat", "ro"),
         // ntfs3 never replays $LogFile on a read-only mount; it refuses a dirty volume.
         "ntfs" => ("ntfs3", "ro"),

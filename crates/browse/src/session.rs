@@ -325,6 +325,8 @@ fn mount_inner(req: &MountRequest, private: bool) -> Result<Mounted, OpsError> {
         done: false,
     };
     mounted.served = Some(serve(&opened, &fuse_dir)?);
+    sys::ensure_module("loop", || Path::new("/dev/loop-control").exists());
+    sys::ensure_module(fstype, || sys::has_filesystem(fstype));
     let dev = sys::run(
         "attaching a read-only loop device",
         Command::new("losetup")

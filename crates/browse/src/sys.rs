@@ -28,6 +28,27 @@ pub fn run(what: &str, cmd: &mut Command) -> Result<String, OpsError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// Loads the kernel module a step needs when it is not there yet: the boot
+/// environment loads modules only on demand, and nothing asks for `loop` before the first
+/// `losetup` (without the module there is no /dev/loop-control to trigger autoloading).
+/// A failure is left for the step itself to report.
+pub fn ensure_module(module: &str, present: impl Fn() -> bool) {
+    if !present() {
+        let _ = Command::new("modprobe")
+            .args(["-q", module])
+            .stdin(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Whether the running kernel knows filesystem type `fstype` (/proc/filesystems).
+pub fn has_filesystem(fstype: &str) -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split_whitespace().last() == Some(fstype))
+}
+
 /// One line of `/proc/self/mountinfo`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MountEntry {
