@@ -110,6 +110,13 @@ if [ -z "$udeb" ]; then
   udeb=$(ls "$BUILD"/debs/udev_*_amd64.deb | head -n1)
 fi
 
+cadeb=$(ls "$BUILD"/debs/ca-certificates_*_all.deb 2>/dev/null | head -n1 || true)
+if [ -z "$cadeb" ]; then
+  say "downloading ca-certificates"
+  apt_download ca-certificates
+  cadeb=$(ls "$BUILD"/debs/ca-certificates_*_all.deb | head -n1)
+fi
+
 if [ ! -e "$KROOT/.done-$KVER" ]; then
   say "extracting $(basename "$kdeb") and running depmod"
   rm -rf "$KROOT"; mkdir -p "$KROOT"
@@ -188,6 +195,20 @@ grep -v '^\s*#' initramfs/udev-rules.list | while read -r r; do
   install -m 0644 "$UROOT/lib/udev/rules.d/$r" "$ROOT/usr/lib/udev/rules.d/$r"
 done
 [ -e "$UROOT/etc/udev/udev.conf" ] && install -m 0644 "$UROOT/etc/udev/udev.conf" "$ROOT/etc/udev/udev.conf"
+
+# CA certificates for https:// stores: Debian's ca-certificates (Mozilla's list), joined
+# into the one bundle file rustls-native-certs looks for, as update-ca-certificates would.
+CAROOT=$BUILD/ca-root
+rm -rf "$CAROOT"; mkdir -p "$CAROOT"
+dpkg-deb -x "$cadeb" "$CAROOT"
+mkdir -p "$ROOT/etc/ssl/certs"
+ncas=0
+for crt in $(cd "$CAROOT/usr/share/ca-certificates" && find . -name '*.crt' | LC_ALL=C sort); do
+  sed -e '$a\' "$CAROOT/usr/share/ca-certificates/$crt" >> "$ROOT/etc/ssl/certs/ca-certificates.crt"
+  ncas=$((ncas + 1))
+done
+[ "$ncas" -gt 50 ] || die "only $ncas CA certificates in $(basename "$cadeb")"
+say "$ncas CA certificates from $(basename "$cadeb")"
 
 # Shared libraries: the transitive DT_NEEDED closure of every dynamic ELF we ship,
 # resolved by the host's loader (like dracut). The binaries were built against this

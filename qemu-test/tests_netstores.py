@@ -8,31 +8,20 @@ and unmounts them when the command ends.
 """
 
 import filecmp
+import hashlib
 import os
+import re
 import shutil
-import socket
 import subprocess
 import time
 
-from harness import DIST, OUT, VM, Skip, check, disk_args, kernel_args
+from harness import OUT, VM, Skip, blank_disk, check, disk_args, kernel_args
+from tests_capture import SRC_SIZE, job_boot, make_source_system, partition_offsets, sh
 from tests_disks import shell_json
+from tests_http import Server, free_port, guestfwd_net, imprint_partition, need_tools, random_store
 
 MIB = 1 << 20
 SOURCE_SIZE = 32 * MIB
-
-
-def random_source(work):
-    source = work / "source.img"
-    with open(source, "wb") as f:
-        for _ in range(SOURCE_SIZE // MIB):
-            f.write(os.urandom(MIB))
-    return source
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nothing_mounted(vm):
@@ -46,17 +35,9 @@ def test_cli_restores_from_smb_location(ctx):
     byte-identical, nothing left mounted under /run/imprint/net."""
     if not ctx.cli_ready():
         raise Skip("target/release/imprint has no restore with --json yet")
-    if not shutil.which("smbd") and not os.path.exists("/usr/sbin/smbd"):
-        raise Skip("samba (smbd) is not installed")
+    need_tools("smbd")
     work = OUT / "smb-cli-store"
-    shutil.rmtree(work, ignore_errors=True)
-    share = work / "share"
-    share.mkdir(parents=True)
-    source = random_source(work)
-    exe = str(DIST.parent / "target" / "release" / "imprint")
-    r = subprocess.run([exe, "capture", str(source), str(share), "--name", "golden"],
-                       capture_output=True, text=True)
-    check(r.returncode == 0, f"host capture: {r.stderr[-300:]}")
+    source, share = random_store(work, SOURCE_SIZE // MIB, "share")
     os.system(f"chmod -R a+rwX {share}")
     target = work / "target.img"
     with open(target, "wb") as f:
@@ -93,51 +74,41 @@ def test_cli_restores_from_smb_location(ctx):
 
 
 
-def test_cli_restores_from_nfs_export(ctx):
-    """`imprint images/restore nfs://10.0.2.100/imprint …` in the guest shell against
-    nfs-ganesha on the host's loopback: listed, restored byte-identical, unmounted."""
-    if not ctx.cli_ready():
-        raise Skip("target/release/imprint has no restore with --json yet")
-    for tool in ("ganesha.nfsd", "socat"):
-        if not shutil.which(tool):
-            raise Skip(f"{tool} is not installed (nfs-ganesha, socat)")
-    work = OUT / "nfs-cli-store"
-    shutil.rmtree(work, ignore_errors=True)
-    export = work / "export"
-    export.mkdir(parents=True)
-    source = random_source(work)
-    exe = str(DIST.parent / "target" / "release" / "imprint")
-    r = subprocess.run([exe, "capture", str(source), str(export), "--name", "golden"],
-                       capture_output=True, text=True)
-    check(r.returncode == 0, f"host capture: {r.stderr[-300:]}")
-    port = free_port()
-    (work / "recov").mkdir()
-    (work / "ganesha.conf").write_text(f"""
-NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = {port}; Bind_addr = 127.0.0.1;
+class Ganesha(Server):
+    """nfs-ganesha (NFSv4 only, TCP) on the host's 127.0.0.1 exporting `export` read-only
+    as /imprint, config, logs and recovery state under `work`."""
+
+    def __init__(self, work, export):
+        self.port = free_port()
+        (work / "recov").mkdir(exist_ok=True)
+        (work / "ganesha.conf").write_text(f"""
+NFS_CORE_PARAM {{ Protocols = 4; NFS_Port = {self.port}; Bind_addr = 127.0.0.1;
   Enable_NLM = false; Enable_RQUOTA = false; Enable_UDP = false; }}
 NFSV4 {{ Graceless = true; RecoveryBackend = fs_ng; RecoveryRoot = {work}/recov; }}
 EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = /imprint; Access_Type = RO;
   Squash = No_Root_Squash; SecType = sys; Protocols = 4; Transports = TCP;
   FSAL {{ Name = VFS; }} }}
 """)
-    ganesha = subprocess.Popen(["ganesha.nfsd", "-F", "-L", str(work / "ganesha.log"),
-                                "-f", str(work / "ganesha.conf"), "-p", str(work / "ganesha.pid")],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        self.start(["ganesha.nfsd", "-F", "-L", str(work / "ganesha.log"), "-f", str(work / "ganesha.conf"),
+                    "-p", str(work / "ganesha.pid")],
+                   lambda: f"nfs-ganesha did not listen on 127.0.0.1:{self.port}")
+
+
+def test_cli_restores_from_nfs_export(ctx):
+    """`imprint images/restore nfs://10.0.2.100/imprint …` in the guest shell against
+    nfs-ganesha on the host's loopback: listed, restored byte-identical, unmounted."""
+    if not ctx.cli_ready():
+        raise Skip("target/release/imprint has no restore with --json yet")
+    need_tools("ganesha.nfsd", "socat")
+    work = OUT / "nfs-cli-store"
+    source, export = random_store(work, SOURCE_SIZE // MIB, "export")
+    ganesha = Ganesha(work, export)
+    port = ganesha.port
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise AssertionError(f"nfs-ganesha did not listen on 127.0.0.1:{port}")
         target = work / "target.img"
         with open(target, "wb") as f:
             f.truncate(SOURCE_SIZE)
-        fwd = f"guestfwd=tcp:10.0.2.100:2049-cmd:socat - TCP:127.0.0.1:{port}"
-        net = ["-netdev", f"user,id=n0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=n0"]
+        net = guestfwd_net("10.0.2.100:2049", port)
         args = (kernel_args("imprint.action=shell imprint.console=200x50") + ["-net", "none"] + net
                 + disk_args(target, "virtio", "TARGET", "dst"))
         vm = VM("nfs-cli", args)
@@ -158,8 +129,7 @@ EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = /imprint; Access_Type = RO;
         finally:
             vm.stop()
     finally:
-        ganesha.kill()
-        ganesha.wait()
+        ganesha.stop()
     check(filecmp.cmp(source, target, shallow=False), "the restored disk differs from the source")
     secs = res.get("elapsed_seconds") or 0
     ctx.note(f"listed and restored {SOURCE_SIZE // MIB} MiB over NFSv4.1 from nfs-ganesha in {secs:.1f} s"
@@ -168,7 +138,7 @@ EXPORT {{ Export_Id = 1; Path = {export}; Pseudo = /imprint; Access_Type = RO;
 
 
 
-class Smbd:
+class Smbd(Server):
     """A real Samba smbd on the host's 127.0.0.1 with a user `root` (password `s3cret`) in
     a private passdb, in the foreground, everything under `work`; `max_protocol` makes an
     SMB1-only server."""
@@ -189,22 +159,9 @@ class Smbd:
             + extra + f"[store]\n  path = {share}\n  read only = no\n  force user = root\n")
         subprocess.run(["pdbedit", "-s", str(conf), "-a", "-u", "root", "-t"], input="s3cret\ns3cret\n",
                        capture_output=True, text=True, check=True)
-        self.proc = subprocess.Popen(["smbd", "-F", "--no-process-group", "-s", str(conf), "--debug-stdout"],
-                                     stdin=subprocess.DEVNULL, stdout=open(work / "smbd.out", "w"),
-                                     stderr=subprocess.STDOUT)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"smbd did not listen: {(work / 'smbd.out').read_text()[-300:]}")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
+        self.start(["smbd", "-F", "--no-process-group", "-s", str(conf), "--debug-stdout"],
+                   lambda: f"smbd did not listen: {(work / 'smbd.out').read_text()[-300:]}",
+                   stdout=open(work / "smbd.out", "w"))
 
 
 def test_cli_smb_password_wrong_right_and_smb1_only(ctx):
@@ -213,27 +170,15 @@ def test_cli_smb_password_wrong_right_and_smb1_only(ctx):
     lists the store; an SMB1-only server gets the SMB1 message."""
     if not ctx.cli_ready():
         raise Skip("target/release/imprint has no images with --json yet")
-    for tool in ("smbd", "pdbedit", "socat"):
-        if not shutil.which(tool) and not os.path.exists(f"/usr/sbin/{tool}"):
-            raise Skip(f"{tool} is not installed (samba, socat)")
+    need_tools("smbd", "pdbedit", "socat")
     work = OUT / "smb-auth-store"
-    shutil.rmtree(work, ignore_errors=True)
-    share = work / "share"
-    share.mkdir(parents=True)
-    source = work / "source.img"
-    with open(source, "wb") as f:
-        f.write(os.urandom(4 * MIB))
-    exe = str(DIST.parent / "target" / "release" / "imprint")
-    r = subprocess.run([exe, "capture", str(source), str(share), "--name", "golden"],
-                       capture_output=True, text=True)
-    check(r.returncode == 0, f"host capture: {r.stderr[-300:]}")
+    _, share = random_store(work, 4, "share")
     smb3 = Smbd(work / "smb3", share)
     smb1 = None
     try:
         smb1 = Smbd(work / "smb1", share, max_protocol="NT1")
-        fwd = [f"guestfwd=tcp:10.0.2.100:445-cmd:socat - TCP:127.0.0.1:{smb3.port}",
-               f"guestfwd=tcp:10.0.2.101:445-cmd:socat - TCP:127.0.0.1:{smb1.port}"]
-        net = ["-netdev", f"user,id=n0,restrict=on,{','.join(fwd)}", "-device", "virtio-net-pci,netdev=n0"]
+        net = guestfwd_net("10.0.2.100:445", smb3.port,
+                           f",guestfwd=tcp:10.0.2.101:445-cmd:socat - TCP:127.0.0.1:{smb1.port}")
         vm = VM("smb-auth", kernel_args("imprint.action=shell imprint.console=200x50") + ["-net", "none"] + net)
         try:
             vm.wait_for(r"starting a shell", 60)
@@ -268,5 +213,136 @@ def test_cli_smb_password_wrong_right_and_smb1_only(ctx):
              f"SMB1-only server: {old.get('error', '')[-90:]}")
 
 
+def test_boot_nfs_store_dhcp_on_every_wired_link(ctx):
+    """imprint.store=nfs://… on the kernel command line with three NICs: the first has no
+    link (set_link off), the second gets a DHCP lease on a network without the server
+    (10.0.3.0/24), only the third reaches nfs-ganesha. init brings every link up, runs DHCP
+    on the two with a link at once, mounts the export through ops::locations and restores."""
+    if not ctx.cli_ready():
+        raise Skip("target/release/imprint has no restore with --json yet")
+    need_tools("ganesha.nfsd", "socat")
+    work = OUT / "nfs-boot-store"
+    source, export = random_store(work, SOURCE_SIZE // MIB, "export")
+    target = blank_disk(work / "target.img", SOURCE_SIZE)
+    ganesha = Ganesha(work, export)
+    try:
+        fwd = f"guestfwd=tcp:10.0.2.100:2049-cmd:socat - TCP:127.0.0.1:{ganesha.port}"
+        nets = []
+        for i, netdev in enumerate(["user,id=n0,restrict=on", "user,id=n1,restrict=on,net=10.0.3.0/24",
+                                    f"user,id=n2,restrict=on,{fwd}"]):
+            nets += ["-netdev", netdev, "-device", f"virtio-net-pci,netdev=n{i},mac=52:54:00:12:34:{0x10 + i:02x}"]
+        cmdline = ("imprint.action=restore imprint.store=nfs://10.0.2.100/imprint imprint.image=golden "
+                   "imprint.disk=serial:TARGET imprint.then=poweroff imprint.onerror=poweroff")
+        vm = VM("nfs-boot-3nics", kernel_args(cmdline) + ["-net", "none"] + nets
+                + disk_args(target, "virtio", "TARGET", "dst"))
+        try:
+            # Before the guest's kernel has even probed the NIC.
+            vm.monitor("set_link n0 off")
+            vm.wait_for("imprint: powering off", 240)
+            vm.wait_exit(30)
+            vm.assert_no_panic()
+            jobs = vm.json_lines("imprint-job")
+            text = vm.text()
+        finally:
+            vm.stop()
+    finally:
+        ganesha.stop()
+    check(len(jobs) == 1 and jobs[0]["ok"] is True, f"restore from nfs:// failed: {jobs} | {vm.tail()}")
+    check(jobs[0]["store"] == "nfs://10.0.2.100/imprint", f"store reported as {jobs[0]['store']!r}")
+    no_link = re.findall(r"network: (\w+): no link", text)
+    leases = re.findall(r"network: (\w+) has (\S+) \(DHCP\)", text)
+    check(len(no_link) == 1, f"want one interface without a link, log says {no_link}")
+    check(sorted(a.rsplit(".", 1)[0] for _, a in leases) == ["10.0.2", "10.0.3"],
+          f"want DHCP leases on 10.0.2.x and 10.0.3.x, got {leases}")
+    check("unmounted nfs://10.0.2.100/imprint" in text, "the export was not reported unmounted")
+    check(filecmp.cmp(source, target, shallow=False), "the restored disk differs from the source")
+    res = jobs[0].get("result") or {}
+    ctx.note(f"{no_link[0]} without link skipped; leases {leases}; {SOURCE_SIZE // MIB} MiB restored from "
+             f"nfs:// in {res.get('elapsed_seconds')} s, byte-identical")
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(MIB), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def test_boot_smb_capture_then_restore_same_share(ctx):
+    """One SMB share (a real smbd with user root / password s3cret on the host's loopback,
+    guestfwd): boot 1 captures disk A (GPT, FAT32 ESP, ext4) with the user and password
+    from IMPRINT:/imprint/credentials; boot 2 restores onto blank disk B from the same
+    share with imprint.store.password=. The host checks B: GPT (sgdisk -v, same
+    partitions), e2fsck -fn, fsck.vfat -n, file checksums, and B equal to A byte for byte.
+    The password appears in neither boot's console log."""
+    if not ctx.cli_ready():
+        raise Skip("target/release/imprint has no capture/restore with --json yet")
+    need_tools("smbd", "pdbedit", "socat", "mkfs.vfat", "mcopy", "sgdisk", "e2fsck", "fsck.vfat", "debugfs")
+    work = OUT / "smb-roundtrip"
+    shutil.rmtree(work, ignore_errors=True)
+    share = work / "share"
+    share.mkdir(parents=True)
+    disk_a, _, root_files = make_source_system(work)
+    a_sum = sha256(disk_a)
+    files = imprint_partition(work / "imprint-files.img",
+                              {"/imprint/credentials": b"# the lab share\nuser=root\npassword=s3cret\n"})
+    disk_b = blank_disk(work / "disk-b.img", SRC_SIZE)
+    smbd = Smbd(work / "smbd", share)
+    try:
+        net = guestfwd_net("10.0.2.100:445", smbd.port)
+        cap, cap_wall, vm1 = job_boot(
+            "smb-roundtrip-capture", "imprint.action=capture imprint.store=smb://10.0.2.100/store "
+            "imprint.image=roundtrip imprint.disk=serial:DISK-A",
+            net + disk_args(disk_a, "ahci", "DISK-A", "a") + disk_args(files, "virtio", "IMPRINT-FILES", "fl"))
+        check(cap["ok"] is True, f"capture to SMB failed: {cap} | {vm1.tail()}")
+        res, res_wall, vm2 = job_boot(
+            "smb-roundtrip-restore", "imprint.action=restore imprint.store=smb://root@10.0.2.100/store "
+            "imprint.store.password=s3cret imprint.image=roundtrip imprint.disk=serial:DISK-B",
+            net + disk_args(disk_b, "nvme", "DISK-B", "b"))
+        check(res["ok"] is True, f"restore from SMB failed: {res} | {vm2.tail()}")
+    finally:
+        smbd.stop()
+    log1, log2 = vm1.text(), vm2.text()
+    check("store credentials read from IMPRINT:/imprint/credentials (user root)" in log1,
+          "boot 1 did not read the credentials file")
+    for name, log in (("capture", log1), ("restore", log2)):
+        check("s3cret" not in log, f"the password is in the {name} boot's console log")
+        check("unmounted smb://" in log, f"the {name} boot did not report the share unmounted")
+    check(cap["store"] == "smb://10.0.2.100/store", f"store reported as {cap['store']!r}")
+    check(sha256(disk_a) == a_sum, "capture changed disk A")
+    problems = []
+    v = subprocess.run(["sgdisk", "-v", str(disk_b)], capture_output=True, text=True).stdout
+    if "No problems found" not in v:
+        problems.append("sgdisk -v: " + " ".join(v.split())[:300])
+    parts = partition_offsets(disk_b)
+    if parts != partition_offsets(disk_a):
+        problems.append(f"partitions differ: A {partition_offsets(disk_a)}, B {parts}")
+    else:
+        (esp_start, esp_size), (root_start, root_size) = parts[:2]
+        root = work / "b-root.ext4"
+        esp = work / "b-esp.vfat"
+        sh("dd", f"if={disk_b}", f"of={root}", "bs=1M", f"skip={root_start // MIB}",
+           f"count={root_size // MIB}", "status=none")
+        sh("dd", f"if={disk_b}", f"of={esp}", "bs=1M", f"skip={esp_start // MIB}",
+           f"count={esp_size // MIB}", "status=none")
+        for tool in (["e2fsck", "-fn", str(root)], ["fsck.vfat", "-n", str(esp)]):
+            r = subprocess.run(tool, capture_output=True, text=True)
+            if r.returncode != 0:
+                problems.append(f"{tool[0]} exit {r.returncode}: {r.stdout.strip()[-200:]}")
+        for path, digest in root_files.items():
+            data = subprocess.run(["debugfs", "-R", f"cat {path}", str(root)], capture_output=True).stdout
+            if hashlib.sha256(data).hexdigest() != digest:
+                problems.append(f"root file {path} differs on B")
+    if sha256(disk_b) != a_sum:
+        problems.append("disk B is not byte-identical to disk A")
+    check(not problems, "disk B: " + "; ".join(problems))
+    ctx.note(f"capture boot {cap_wall:.1f} s (credentials file), restore boot {res_wall:.1f} s "
+             f"(imprint.store.password=), {(res.get('result') or {}).get('written_bytes')} bytes written; "
+             f"B: sgdisk -v, e2fsck, fsck.vfat clean, {len(root_files)} files match, B == A; "
+             "password in neither log")
+
+
 TESTS = [test_cli_restores_from_smb_location, test_cli_restores_from_nfs_export,
-         test_cli_smb_password_wrong_right_and_smb1_only]
+         test_cli_smb_password_wrong_right_and_smb1_only, test_boot_nfs_store_dhcp_on_every_wired_link,
+         test_boot_smb_capture_then_restore_same_share]

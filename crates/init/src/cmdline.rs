@@ -2,8 +2,11 @@
 //! (docs/BOOT.md is the reference). Parsing is pure so every rule is unit-tested.
 
 use std::fmt;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use ops::locations::StoreLocation;
 
 /// What the boot should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,33 +63,12 @@ pub enum Store {
     Label(String),
     /// A device node holding the store's filesystem.
     Device(PathBuf),
-    /// An SMB share (`smb://[USER[:PASSWORD]@]SERVER/SHARE[/DIR]`), reached after DHCP.
-    Smb(SmbShare),
+    /// An SMB or NFS share (`smb://[USER@]SERVER/SHARE[/DIR]`, `nfs://SERVER/EXPORT[/DIR]`),
+    /// mounted by `ops::locations` (the code the CLI uses) once the network is up.
+    Share(StoreLocation),
     /// A read-only HTTP(S) store (`http://SERVER[:PORT]/PATH/`), reached after DHCP and
     /// read by the CLI itself (docs/FORMAT.md §9).
     Http(String),
-}
-
-/// An SMB/CIFS store. The credentials never appear in `Display` (logs, JSON, screen).
-#[derive(Clone, PartialEq, Eq)]
-pub struct SmbShare {
-    /// IPv4 address or host name.
-    pub server: String,
-    /// `SHARE` or `SHARE/DIR/...`.
-    pub path: String,
-    pub user: Option<String>,
-    pub password: Option<String>,
-}
-
-impl fmt::Debug for SmbShare {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SmbShare")
-            .field("server", &self.server)
-            .field("path", &self.path)
-            .field("user", &self.user)
-            .field("password", &self.password.as_ref().map(|_| "***"))
-            .finish()
-    }
 }
 
 impl fmt::Display for Store {
@@ -94,10 +76,58 @@ impl fmt::Display for Store {
         match self {
             Store::Label(l) => write!(f, "label:{l}"),
             Store::Device(p) => write!(f, "{}", p.display()),
-            Store::Smb(s) => write!(f, "smb://{}/{}", s.server, s.path),
+            Store::Share(loc) => write!(f, "{loc}"),
             Store::Http(u) => f.write_str(u),
         }
     }
+}
+
+impl Store {
+    /// Whether the store is reached over the network (DHCP or `imprint.net=` first).
+    pub fn is_network(&self) -> bool {
+        matches!(self, Store::Share(_) | Store::Http(_))
+    }
+}
+
+/// A password. It has no `Display`, and its `Debug` is `***`, so it cannot end up in a log
+/// line, a report or an error by accident; [`Secret::expose`] is the one way to read it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How the boot environment gets onto the network for a network store (`imprint.net=`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Net {
+    /// DHCP on every wired interface that has a link (the default).
+    #[default]
+    Dhcp,
+    /// A fixed IPv4 address on one interface.
+    Static(StaticNet),
+}
+
+/// `imprint.net=IFACE:ADDR/PREFIX[:GATEWAY[:DNS[,DNS...]]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticNet {
+    pub iface: String,
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv4Addr>,
+    pub dns: Vec<Ipv4Addr>,
 }
 
 /// A parsed, validated command line.
@@ -120,6 +150,13 @@ pub struct Config {
     pub wait: Duration,
     /// `console=` devices in order; the last one is /dev/console.
     pub consoles: Vec<String>,
+    /// `imprint.store.password=` (or the legacy `smb://USER:PASSWORD@…`): the password of
+    /// an SMB store's user. Else the credentials file on the IMPRINT partition.
+    pub password: Option<Secret>,
+    /// `imprint.store.ca=PATH`: a PEM file on the IMPRINT partition trusted for https://.
+    pub ca: Option<String>,
+    /// `imprint.net=`.
+    pub net: Net,
 }
 
 impl Default for Config {
@@ -136,6 +173,9 @@ impl Default for Config {
             console_size: (80, 25),
             wait: Duration::from_secs(15),
             consoles: Vec::new(),
+            password: None,
+            ca: None,
+            net: Net::Dhcp,
         }
     }
 }
@@ -148,8 +188,14 @@ pub enum CmdlineError {
     UnknownAction(String),
     #[error("imprint.{key}={value}: unknown value (use reboot, poweroff, shell or menu)")]
     UnknownThen { key: &'static str, value: String },
-    #[error("imprint.store={0}: unsupported store (use label:LABEL, a /dev node, smb://SERVER/SHARE[/DIR] or http://SERVER/PATH/)")]
+    #[error("imprint.store={0}: unsupported store (use label:LABEL, a /dev node, smb://[USER@]SERVER/SHARE[/DIR], nfs://SERVER/EXPORT[/DIR] or http(s)://SERVER/PATH/)")]
     UnsupportedStore(String),
+    #[error("imprint.net={0}: expected dhcp or IFACE:ADDR/PREFIX[:GATEWAY[:DNS[,DNS]]] (IPv4), e.g. eth0:192.168.1.50/24:192.168.1.1:192.168.1.1")]
+    BadNet(String),
+    #[error("imprint.store.ca={0}: expected a path to a PEM file on the IMPRINT partition, e.g. /imprint/ca.pem")]
+    BadCa(String),
+    #[error("the store password is given twice (in the smb:// URL and as imprint.store.password=); keep imprint.store.password= or, better, the credentials file")]
+    PasswordTwice,
     #[error("imprint.console={0}: expected COLSxROWS, e.g. 120x40")]
     BadConsoleSize(String),
     #[error("imprint.force={0}: expected 0 or 1")]
@@ -162,7 +208,7 @@ pub enum CmdlineError {
     MissingDisk(&'static str),
     #[error("imprint.image={0}: not a valid image name (1-100 characters, none of / \\ : * ? \" < > |, not starting with '.')")]
     BadImageName(String),
-    #[error("{0}: unknown imprint parameter (known: imprint.action, .store, .image, .disk, .description, .force, .then, .onerror, .console, .wait)")]
+    #[error("{0}: unknown imprint parameter (known: imprint.action, .store, .store.password, .store.ca, .net, .image, .disk, .description, .force, .then, .onerror, .console, .wait)")]
     UnknownKey(String),
     #[error("{0} given twice")]
     Duplicate(String),
@@ -242,7 +288,32 @@ pub fn parse(line: &str) -> Result<Config, CmdlineError> {
                     cfg.on_error = t;
                 }
             }
-            "store" => cfg.store = parse_store(&value)?,
+            "store" => {
+                let (store, password) = parse_store(&value)?;
+                cfg.store = store;
+                if password.is_some() {
+                    if cfg.password.is_some() {
+                        return Err(CmdlineError::PasswordTwice);
+                    }
+                    cfg.password = password;
+                }
+            }
+            "store.password" => {
+                if cfg.password.is_some() {
+                    return Err(CmdlineError::PasswordTwice);
+                }
+                cfg.password = Some(Secret::new(value));
+            }
+            "store.ca" => {
+                let ok = !value.is_empty()
+                    && !value.split('/').any(|c| c == "..")
+                    && !value.contains('\0');
+                if !ok {
+                    return Err(CmdlineError::BadCa(value));
+                }
+                cfg.ca = Some(value);
+            }
+            "net" => cfg.net = parse_net(&value).ok_or(CmdlineError::BadNet(value))?,
             "image" => {
                 if !valid_image_name(&value) {
                     return Err(CmdlineError::BadImageName(value));
@@ -294,54 +365,88 @@ pub fn requested_on_error(line: &str) -> Then {
         .unwrap_or(Then::Menu)
 }
 
-fn parse_store(value: &str) -> Result<Store, CmdlineError> {
+/// Parses `imprint.store=`; a password in a legacy `smb://USER:PASSWORD@…` URL is split
+/// off and returned on its own.
+fn parse_store(value: &str) -> Result<(Store, Option<Secret>), CmdlineError> {
+    let unsupported = || CmdlineError::UnsupportedStore(redact(value));
     if let Some(label) = value.strip_prefix("label:") {
         if !label.is_empty() && !label.contains('/') {
-            return Ok(Store::Label(label.to_string()));
+            return Ok((Store::Label(label.to_string()), None));
         }
     } else if value.starts_with("/dev/") {
-        return Ok(Store::Device(PathBuf::from(value)));
+        return Ok((Store::Device(PathBuf::from(value)), None));
     } else if value.starts_with("http://") || value.starts_with("https://") {
         // No user info: a password on the kernel command line would show in every log
         // line that prints the store.
         let host = value.split("://").nth(1).and_then(|r| r.split('/').next());
         if host.is_some_and(|h| !h.is_empty() && !h.contains('@')) {
-            return Ok(Store::Http(value.to_string()));
+            return Ok((Store::Http(value.to_string()), None));
         }
-    } else if let Some(rest) = value.strip_prefix("smb://") {
-        let (creds, rest) = match rest.rsplit_once('@') {
-            Some((c, r)) => (Some(c), r),
-            None => (None, rest),
+    } else if value.starts_with("smb://") || value.starts_with("nfs://") {
+        // ops::locations refuses a password in the URL (argv is public); the kernel
+        // command line accepted one before imprint.store.password= existed, so it is
+        // taken out here and handled like imprint.store.password=.
+        let (url, password) = match value.strip_prefix("smb://").and_then(|r| {
+            let (creds, rest) = r.rsplit_once('@')?;
+            let (user, pass) = creds.split_once(':')?;
+            Some((format!("smb://{user}@{rest}"), pass.to_string()))
+        }) {
+            Some((url, pass)) => (url, Some(Secret::new(pass))),
+            None => (value.to_string(), None),
         };
-        let (user, password) = match creds {
-            Some(c) => match c.split_once(':') {
-                Some((u, p)) => (Some(u.to_string()), Some(p.to_string())),
-                None => (Some(c.to_string()), None),
-            },
-            None => (None, None),
-        };
-        if let Some((server, path)) = rest.split_once('/') {
-            let path = path.trim_end_matches('/');
-            let safe = |t: &str| !t.is_empty() && !t.contains(',') && !t.contains(['\\', '\0']);
-            if safe(server) && safe(path) && !user.as_deref().is_some_and(|u| u.contains(',')) {
-                return Ok(Store::Smb(SmbShare {
-                    server: server.to_string(),
-                    path: path.to_string(),
-                    user,
-                    password,
-                }));
+        if let Ok(loc) = StoreLocation::parse(&url) {
+            if loc.needs_mount() {
+                return Ok((Store::Share(loc), password));
             }
         }
     }
-    Err(CmdlineError::UnsupportedStore(redact(value)))
+    Err(unsupported())
+}
+
+/// Parses `imprint.net=`: `dhcp`, or `IFACE:ADDR/PREFIX[:GATEWAY[:DNS[,DNS...]]]`.
+fn parse_net(value: &str) -> Option<Net> {
+    if value == "dhcp" {
+        return Some(Net::Dhcp);
+    }
+    let mut parts = value.split(':');
+    let iface = parts.next()?;
+    let valid_iface = !iface.is_empty()
+        && iface.len() <= 15
+        && iface
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+    if !valid_iface {
+        return None;
+    }
+    let (addr, prefix) = parts.next()?.split_once('/')?;
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=32).contains(p))?;
+    let gateway = match parts.next() {
+        None | Some("") => None,
+        Some(g) => Some(g.parse().ok()?),
+    };
+    let dns = match parts.next() {
+        None | Some("") => Vec::new(),
+        Some(d) => d
+            .split(',')
+            .map(|a| a.parse().ok())
+            .collect::<Option<Vec<Ipv4Addr>>>()?,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(Net::Static(StaticNet {
+        iface: iface.to_string(),
+        addr,
+        prefix,
+        gateway,
+        dns,
+    }))
 }
 
 /// A store value for error messages, without any `user:password@`.
 fn redact(value: &str) -> String {
-    match (value.strip_prefix("smb://"), value.rsplit_once('@')) {
-        (Some(_), Some((_, rest))) => format!("smb://***@{rest}"),
-        _ => value.to_string(),
-    }
+    ops::locations::redact(value)
 }
 
 fn parse_size(value: &str) -> Option<(u16, u16)> {
@@ -447,27 +552,105 @@ mod tests {
 
     #[test]
     fn smb_store_keeps_credentials_out_of_display_and_errors() {
+        // The legacy form: the password moves out of the location into `password`.
         let cfg = parse("imprint.store=smb://lab:s3cret@10.0.2.4/images/pcs/").unwrap();
-        let Store::Smb(share) = &cfg.store else {
+        let Store::Share(StoreLocation::Smb(share)) = &cfg.store else {
             panic!("not smb: {:?}", cfg.store)
         };
-        assert_eq!(share.server, "10.0.2.4");
-        assert_eq!(share.path, "images/pcs");
+        assert_eq!(share.host, "10.0.2.4");
+        assert_eq!(share.share, "images");
+        assert_eq!(share.dir, "pcs");
         assert_eq!(share.user.as_deref(), Some("lab"));
-        assert_eq!(share.password.as_deref(), Some("s3cret"));
-        assert_eq!(cfg.store.to_string(), "smb://10.0.2.4/images/pcs");
-        assert!(!format!("{:?}", cfg.store).contains("s3cret"));
+        assert_eq!(cfg.password.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(cfg.store.to_string(), "smb://lab@10.0.2.4/images/pcs");
+        assert!(!format!("{cfg:?}").contains("s3cret"));
         let err = parse("imprint.store=smb://lab:s3cret@host")
             .unwrap_err()
             .to_string();
         assert!(!err.contains("s3cret"), "{err}");
+        // Twice (URL and parameter) is refused without echoing either.
+        let err = parse("imprint.store=smb://lab:one@h/s imprint.store.password=two")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("one") && !err.contains("two"), "{err}");
+    }
+
+    #[test]
+    fn store_password_and_ca_parameters() {
+        let cfg = parse(
+            r#"imprint.store=smb://lab@fs1/images imprint.store.password="pass word" imprint.store.ca=/imprint/ca.pem"#,
+        )
+        .unwrap();
+        assert_eq!(cfg.password, Some(Secret::new("pass word")));
+        assert_eq!(cfg.ca.as_deref(), Some("/imprint/ca.pem"));
+        assert!(!format!("{cfg:?}").contains("pass word"));
+        let err = parse("imprint.store.password=a imprint.store.password=b").unwrap_err();
+        assert_eq!(
+            err,
+            CmdlineError::Duplicate("imprint.store.password".into())
+        );
+        assert!(matches!(
+            parse("imprint.store.ca=../../etc/x").unwrap_err(),
+            CmdlineError::BadCa(_)
+        ));
+    }
+
+    #[test]
+    fn nfs_store_is_a_share() {
+        let cfg = parse("imprint.store=nfs://10.0.2.100/imprint/lab").unwrap();
+        assert_eq!(
+            cfg.store,
+            Store::Share(StoreLocation::parse("nfs://10.0.2.100/imprint/lab").unwrap())
+        );
+        assert_eq!(cfg.store.to_string(), "nfs://10.0.2.100/imprint/lab");
+        assert!(cfg.store.is_network());
+        assert!(parse("imprint.store=nfs://host").is_err());
+        assert!(parse("imprint.store=nfs://u:p@host/x").is_err());
+    }
+
+    #[test]
+    fn net_parameter_dhcp_or_static() {
+        assert_eq!(parse("").unwrap().net, Net::Dhcp);
+        assert_eq!(parse("imprint.net=dhcp").unwrap().net, Net::Dhcp);
+        assert_eq!(
+            parse("imprint.net=eth1:192.168.1.50/24:192.168.1.1:192.168.1.2,9.9.9.9")
+                .unwrap()
+                .net,
+            Net::Static(StaticNet {
+                iface: "eth1".into(),
+                addr: Ipv4Addr::new(192, 168, 1, 50),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(192, 168, 1, 1)),
+                dns: vec![Ipv4Addr::new(192, 168, 1, 2), Ipv4Addr::new(9, 9, 9, 9)],
+            })
+        );
+        let Net::Static(n) = parse("imprint.net=enp3s0:10.0.2.20/8").unwrap().net else {
+            panic!("not static")
+        };
+        assert_eq!((n.prefix, n.gateway, n.dns.len()), (8, None, 0));
+        let Net::Static(n) = parse("imprint.net=eth0:10.0.0.5/16::10.0.0.1").unwrap().net else {
+            panic!("not static")
+        };
+        assert_eq!((n.gateway, n.dns), (None, vec![Ipv4Addr::new(10, 0, 0, 1)]));
+        for bad in [
+            "imprint.net=eth0",
+            "imprint.net=eth0:10.0.0.5",
+            "imprint.net=eth0:10.0.0.5/33",
+            "imprint.net=eth0:10.0.0.300/24",
+            "imprint.net=:10.0.0.5/24",
+            "imprint.net=eth0:10.0.0.5/24:gw",
+            "imprint.net=eth0:10.0.0.5/24:10.0.0.1:10.0.0.1:extra",
+            "imprint.net=static",
+        ] {
+            assert!(matches!(parse(bad), Err(CmdlineError::BadNet(_))), "{bad}");
+        }
     }
 
     #[test]
     fn bad_sizes_and_stores_are_reported() {
         assert!(parse("imprint.console=80").is_err());
         assert!(parse("imprint.console=0x0").is_err());
-        assert!(parse("imprint.store=nfs://host/export").is_err());
+        assert!(parse("imprint.store=ftp://host/export").is_err());
         assert!(parse("imprint.store=smb://host").is_err());
         assert_eq!(
             parse("imprint.store=http://10.0.2.100/store/")

@@ -9,15 +9,24 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use ops::locations::{open_location, MountedStore, StoreLocation};
+
 use crate::boot;
-use crate::cmdline::{Action, Config, SmbShare, Store};
+use crate::cmdline::{Action, Config, Secret, Store};
 use crate::console::Console;
+use crate::credentials::{self, Credentials};
 use crate::probe;
 use crate::process::{self, RunError};
 use crate::sys;
 
 pub const IMPRINT: &str = "/usr/bin/imprint";
 pub const STORE_MOUNT: &str = "/run/imprint/store";
+/// The label of the partition holding the credentials file and `imprint.store.ca=`.
+pub const IMPRINT_LABEL: &str = "IMPRINT";
+/// Where the IMPRINT partition is mounted read-only for a moment to read those files.
+const FILES_MOUNT: &str = "/run/imprint/files";
+/// Where the certificate of `imprint.store.ca=` is copied for the CLI's `--ca-cert`.
+pub const CA_COPY: &str = "/run/imprint/store-ca.pem";
 
 /// Exit codes shared with the CLI (docs/BOOT.md): 0 ok, 1 failed, 2 usage, 3 verification
 /// mismatch, 4 target refused.
@@ -33,14 +42,22 @@ pub enum JobError {
         "imprint.store={store}: HTTP stores are read-only; capture into a disk or an smb:// share"
     )]
     ReadOnlyStore { store: String },
-    #[error("imprint.store={store}: no network (no interface got a DHCP lease)")]
-    NoNetwork { store: String },
-    #[error("imprint.store={store}: cannot resolve server {server}")]
-    Resolve { store: String, server: String },
-    #[error("mounting store {device} ({fstype}) on {STORE_MOUNT}: {source}")]
+    #[error("imprint.store={store}: no network: {why}")]
+    NoNetwork { store: String, why: String },
+    /// A share that could not be mounted; ops::locations' message names the cause.
+    #[error("{0}")]
+    Share(String),
+    #[error("IMPRINT:/{}: {message}", credentials::PATH)]
+    Credentials { message: String },
+    #[error("imprint.store.ca={path}: {message}")]
+    Ca { path: String, message: String },
+    #[error("imprint.store={store}: a password is given but the store names no user: use smb://USER@SERVER/SHARE or user= in IMPRINT:/{}", credentials::PATH)]
+    PasswordWithoutUser { store: String },
+    #[error("mounting {device} ({fstype}) on {target}: {source}")]
     MountStore {
         device: String,
         fstype: String,
+        target: String,
         #[source]
         source: std::io::Error,
     },
@@ -168,29 +185,43 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
     }
     let deadline = Instant::now() + cfg.wait;
     let writable = cfg.action == Action::Capture;
-    let (store_dev, store_disk) = match &cfg.store {
-        Store::Smb(share) => (mount_smb(&cfg.store, share, writable, console)?, None),
+    let files = if cfg.store.is_network() {
+        read_partition_files(cfg, console, deadline)?
+    } else {
+        PartitionFiles::default()
+    };
+    let password = cfg.password.clone().or(files.credentials.password.clone());
+    // Unmounts the share when dropped, after the CLI has ended.
+    let mut share: Option<MountedStore> = None;
+    let (store_arg, store_where, store_dev, store_disk) = match &cfg.store {
+        Store::Share(loc) => {
+            network(cfg, console)?;
+            let m = mount_share(cfg, loc, &files.credentials, password.as_ref(), writable)?;
+            let dir = m.store().display().to_string();
+            share = Some(m);
+            (dir.clone(), dir, None, None)
+        }
         Store::Http(url) => {
             if writable {
                 return Err(JobError::ReadOnlyStore {
                     store: cfg.store.to_string(),
                 });
             }
-            crate::net::dhcp(console).ok_or_else(|| JobError::NoNetwork {
-                store: cfg.store.to_string(),
-            })?;
-            (PathBuf::from(url), None)
+            network(cfg, console)?;
+            (url.clone(), "the network (read by the CLI)".to_string(), None, None)
         }
         Store::Label(l) => {
             let link = PathBuf::from("/dev/disk/by-label").join(l);
             let dev = wait_for_store(&link, &cfg.store, deadline, cfg.wait)?;
             let disk = probe::parent_disk(&dev);
-            (dev, disk)
+            let shown = dev.display().to_string();
+            (STORE_MOUNT.to_string(), shown, Some(dev), disk)
         }
         Store::Device(node) => {
             let dev = wait_for_store(node, &cfg.store, deadline, cfg.wait)?;
             let disk = probe::parent_disk(&dev);
-            (dev, disk)
+            let shown = dev.display().to_string();
+            (STORE_MOUNT.to_string(), shown, Some(dev), disk)
         }
     };
     let disk = match &cfg.disk {
@@ -201,8 +232,8 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
         None => None,
     };
     report.disk = disk.as_ref().map(|d| d.display().to_string());
-    if !matches!(cfg.store, Store::Smb(_) | Store::Http(_)) {
-        mount_store(&store_dev, writable)?;
+    if let Some(dev) = &store_dev {
+        mount_store(dev, writable)?;
     }
     console.say(&format!(
         "imprint: {} image {:?} {} {} (store {} on {})",
@@ -215,10 +246,10 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
         },
         report.disk.as_deref().unwrap_or("-"),
         cfg.store,
-        store_dev.display(),
+        store_where,
     ));
 
-    let args = cli_args(cfg, disk.as_deref());
+    let args = cli_args(cfg, &store_arg, disk.as_deref(), files.ca.as_deref());
     let mut child = Command::new(IMPRINT)
         .args(&args)
         .stdin(Stdio::null())
@@ -232,6 +263,8 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines() {
             let Ok(line) = line else { break };
+            // The CLI never sees the password, but nothing PID 1 prints may hold it.
+            let line = scrub(&line, password.as_ref());
             console.say(&line);
             if let Ok(v) = serde_json::from_str::<Value>(&line) {
                 if v.get("type").and_then(Value::as_str) == Some("result") {
@@ -246,6 +279,11 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
         source,
     })?;
     sys::sync();
+    if let Some(m) = share.take() {
+        let shown = m.to_string();
+        drop(m);
+        console.say(&format!("imprint: unmounted {shown}"));
+    }
     let code = process::exit_code(status);
     report.exit_code = code;
     report.ok = code == 0;
@@ -268,16 +306,171 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
     Ok(())
 }
 
-/// The CLI's argument shape (fixed by the CLI's documentation).
-pub fn cli_args(cfg: &Config, disk: Option<&Path>) -> Vec<String> {
+/// `line` with every occurrence of the password replaced by `***`.
+fn scrub(line: &str, password: Option<&Secret>) -> String {
+    match password.map(Secret::expose) {
+        Some(p) if !p.is_empty() => line.replace(p, "***"),
+        _ => line.to_string(),
+    }
+}
+
+/// Brings the network up as `imprint.net=` says (DHCP on every wired link by default).
+fn network(cfg: &Config, console: &Console) -> Result<(), JobError> {
+    crate::net::bring_up(&cfg.net, console)
+        .map(|_| ())
+        .map_err(|why| JobError::NoNetwork {
+            store: cfg.store.to_string(),
+            why,
+        })
+}
+
+/// Mounts an SMB or NFS store with ops::locations (the CLI's own code: mount(2), the
+/// password only in the mount data). The user comes from the URL, else the credentials
+/// file; the password from `imprint.store.password=`, else the credentials file.
+fn mount_share(
+    cfg: &Config,
+    loc: &StoreLocation,
+    creds: &Credentials,
+    password: Option<&Secret>,
+    writable: bool,
+) -> Result<MountedStore, JobError> {
+    let mut loc = loc.clone();
+    if let StoreLocation::Smb(s) = &mut loc {
+        if s.user.is_none() {
+            s.user = creds.user.clone();
+        }
+        if s.user.is_none() && password.is_some() {
+            return Err(JobError::PasswordWithoutUser {
+                store: cfg.store.to_string(),
+            });
+        }
+    }
+    let opened = open_location(&loc, writable, &mut |who| {
+        password.map(|p| p.expose().to_string()).ok_or_else(|| {
+            ops::OpsError::Usage(format!(
+                "store {loc}: no password for {who}: set imprint.store.password= or, better, password= in IMPRINT:/{}",
+                credentials::PATH
+            ))
+        })
+    })
+    .map_err(|e| JobError::Share(scrub(&e.to_string(), password)))?;
+    opened
+        .mount
+        .ok_or_else(|| JobError::Share(format!("store {loc}: not mounted")))
+}
+
+/// What a network store takes from the IMPRINT partition.
+#[derive(Debug, Default)]
+struct PartitionFiles {
+    credentials: Credentials,
+    /// The copy of `imprint.store.ca=` for `--ca-cert`.
+    ca: Option<PathBuf>,
+}
+
+/// Reads the credentials file (SMB stores; optional) and `imprint.store.ca=` (required when
+/// given) from the partition labelled IMPRINT, mounted read-only for the moment.
+fn read_partition_files(
+    cfg: &Config,
+    console: &Console,
+    deadline: Instant,
+) -> Result<PartitionFiles, JobError> {
+    let smb = matches!(cfg.store, Store::Share(StoreLocation::Smb(_)));
+    if !smb && cfg.ca.is_none() {
+        return Ok(PartitionFiles::default());
+    }
+    let link = PathBuf::from("/dev/disk/by-label").join(IMPRINT_LABEL);
+    let dev = match &cfg.ca {
+        Some(_) => Some(wait_for_store(
+            &link,
+            &Store::Label(IMPRINT_LABEL.into()),
+            deadline,
+            cfg.wait,
+        )?),
+        None => {
+            // A stick may still be appearing; the file is optional, so no long wait.
+            boot::wait_for_usb_storage(cfg.wait.min(Duration::from_secs(5)));
+            std::fs::canonicalize(&link).ok()
+        }
+    };
+    let Some(dev) = dev else {
+        return Ok(PartitionFiles::default());
+    };
+    let target = Path::new(FILES_MOUNT);
+    mount_fs(&dev, target, false)?;
+    let read = read_files(cfg, smb, target, console);
+    if let Err(e) = sys::umount(target, 0) {
+        console.say(&format!(
+            "imprint: unmounting {FILES_MOUNT}: {e}; detaching"
+        ));
+        let _ = sys::umount(target, libc::MNT_DETACH);
+    }
+    read
+}
+
+fn read_files(
+    cfg: &Config,
+    smb: bool,
+    root: &Path,
+    console: &Console,
+) -> Result<PartitionFiles, JobError> {
+    let mut files = PartitionFiles::default();
+    if smb {
+        match std::fs::read(root.join(credentials::PATH)) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes).map_err(|_| JobError::Credentials {
+                    message: "not UTF-8 text".into(),
+                })?;
+                files.credentials = credentials::parse(&text)
+                    .map_err(|message| JobError::Credentials { message })?;
+                console.say(&format!(
+                    "imprint: store credentials read from IMPRINT:/{}{}",
+                    credentials::PATH,
+                    files
+                        .credentials
+                        .user
+                        .as_ref()
+                        .map(|u| format!(" (user {u})"))
+                        .unwrap_or_default()
+                ));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(JobError::Credentials {
+                    message: e.to_string(),
+                })
+            }
+        }
+    }
+    if let Some(ca) = &cfg.ca {
+        let src = root.join(ca.trim_start_matches('/'));
+        let fail = |message: String| JobError::Ca {
+            path: ca.clone(),
+            message,
+        };
+        let pem = std::fs::read(&src)
+            .map_err(|e| fail(format!("reading it on the IMPRINT partition: {e}")))?;
+        let marker = b"-----BEGIN CERTIFICATE-----";
+        if !pem.windows(marker.len()).any(|w| w == marker) {
+            return Err(fail("no PEM certificate in it".into()));
+        }
+        let _ = std::fs::create_dir_all("/run/imprint");
+        std::fs::write(CA_COPY, &pem).map_err(|e| fail(format!("copying to {CA_COPY}: {e}")))?;
+        console.say(&format!(
+            "imprint: trusting the CA certificate IMPRINT:/{} for https:// stores",
+            ca.trim_start_matches('/')
+        ));
+        files.ca = Some(PathBuf::from(CA_COPY));
+    }
+    Ok(files)
+}
+
+/// The CLI's argument shape (fixed by the CLI's documentation). `store` is the STORE
+/// argument: the mounted directory, or the URL of an HTTP store (the CLI reads it itself).
+pub fn cli_args(cfg: &Config, store: &str, disk: Option<&Path>, ca: Option<&Path>) -> Vec<String> {
     let name = cfg.image.clone().unwrap_or_default();
     let disk = disk.map(|d| d.display().to_string());
+    let store = store.to_string();
     let mut args: Vec<String> = Vec::new();
-    // The CLI reads an HTTP store itself; every other store is mounted at STORE_MOUNT.
-    let store: String = match &cfg.store {
-        Store::Http(url) => url.clone(),
-        _ => STORE_MOUNT.into(),
-    };
     match cfg.action {
         Action::Capture => {
             args.extend(["capture".into(), disk.unwrap_or_default(), store]);
@@ -301,49 +494,11 @@ pub fn cli_args(cfg: &Config, disk: Option<&Path>) -> Vec<String> {
         }
         Action::Shell | Action::Menu => {}
     }
+    if let Some(ca) = ca {
+        args.extend(["--ca-cert".into(), ca.display().to_string()]);
+    }
     args.push("--json".into());
     args
-}
-
-/// DHCP, then mounts the share with the kernel's SMB client (no mount.cifs needed: the
-/// address goes in `ip=`; notes §3). Returns a display path for the log.
-fn mount_smb(
-    store: &Store,
-    share: &SmbShare,
-    writable: bool,
-    console: &Console,
-) -> Result<PathBuf, JobError> {
-    let name = store.to_string();
-    crate::net::dhcp(console).ok_or_else(|| JobError::NoNetwork {
-        store: name.clone(),
-    })?;
-    let ip = crate::net::resolve(&share.server).ok_or_else(|| JobError::Resolve {
-        store: name.clone(),
-        server: share.server.clone(),
-    })?;
-    let unc = format!("//{}/{}", share.server, share.path);
-    // Without a user, the guest account (QEMU's and most lab Samba shares).
-    let mut opts = format!(
-        "vers=3.0,ip={ip},username={},password={},noperm,nobrl",
-        share.user.as_deref().unwrap_or("guest"),
-        share.password.as_deref().unwrap_or("")
-    );
-    if !writable {
-        opts.push_str(",ro");
-    }
-    let target = Path::new(STORE_MOUNT);
-    let _ = std::fs::create_dir_all(target);
-    boot::modprobe("cifs");
-    let flags = if writable { 0 } else { libc::MS_RDONLY } | libc::MS_NOSUID | libc::MS_NODEV;
-    sys::mount(&unc, target, "cifs", flags, Some(&opts)).map_err(|source| {
-        JobError::MountStore {
-            // The UNC path and fstype only: `opts` holds the password.
-            device: name,
-            fstype: "cifs".into(),
-            source,
-        }
-    })?;
-    Ok(PathBuf::from(unc))
 }
 
 fn wait_for_store(
@@ -439,13 +594,18 @@ pub fn mount_store_rw(device: &Path) -> Result<(), JobError> {
     sys::mount("", target, "", flags, None).map_err(|source| JobError::MountStore {
         device: device.display().to_string(),
         fstype: "remount".into(),
+        target: STORE_MOUNT.into(),
         source,
     })
 }
 
 /// Mounts the store's filesystem at STORE_MOUNT, read-only unless capturing.
 fn mount_store(device: &Path, writable: bool) -> Result<(), JobError> {
-    let target = Path::new(STORE_MOUNT);
+    mount_fs(device, Path::new(STORE_MOUNT), writable)
+}
+
+/// Mounts a local filesystem (exFAT, FAT, ext4 or NTFS) at `target`.
+fn mount_fs(device: &Path, target: &Path, writable: bool) -> Result<(), JobError> {
     let _ = std::fs::create_dir_all(target);
     let flags = if writable { 0 } else { libc::MS_RDONLY } | libc::MS_NOSUID | libc::MS_NODEV;
     let dev = device.display().to_string();
@@ -460,7 +620,9 @@ fn mount_store(device: &Path, writable: bool) -> Result<(), JobError> {
         // The kernel would ask /sbin/modprobe for fs-TYPE itself; loading it first makes
         // the failure message about the mount, not about a missing module.
         boot::modprobe(fstype);
-        match sys::mount(&dev, target, fstype, flags, None) {
+        // Debian's default FAT iocharset is ascii, whose nls module the initramfs lacks.
+        let data = (fstype == "vfat").then_some("iocharset=utf8");
+        match sys::mount(&dev, target, fstype, flags, data) {
             Ok(()) => return Ok(()),
             Err(e) => last = Some((fstype.clone(), e)),
         }
@@ -469,6 +631,7 @@ fn mount_store(device: &Path, writable: bool) -> Result<(), JobError> {
     Err(JobError::MountStore {
         device: dev,
         fstype,
+        target: target.display().to_string(),
         source,
     })
 }
@@ -482,7 +645,7 @@ mod tests {
     fn capture_args_follow_the_cli_shape() {
         let cfg = parse("imprint.action=capture imprint.image=gold imprint.disk=largest imprint.description=\"a b\"").unwrap();
         assert_eq!(
-            cli_args(&cfg, Some(Path::new("/dev/vda"))),
+            cli_args(&cfg, STORE_MOUNT, Some(Path::new("/dev/vda")), None),
             [
                 "capture",
                 "/dev/vda",
@@ -501,7 +664,7 @@ mod tests {
         let cfg =
             parse("imprint.action=restore imprint.image=gold imprint.disk=/dev/nvme0n1").unwrap();
         assert_eq!(
-            cli_args(&cfg, Some(Path::new("/dev/nvme0n1"))),
+            cli_args(&cfg, STORE_MOUNT, Some(Path::new("/dev/nvme0n1")), None),
             [
                 "restore",
                 STORE_MOUNT,
@@ -513,9 +676,29 @@ mod tests {
         );
         let cfg = parse("imprint.action=verify imprint.image=gold").unwrap();
         assert_eq!(
-            cli_args(&cfg, None),
+            cli_args(&cfg, STORE_MOUNT, None, None),
             ["verify", STORE_MOUNT, "gold", "--json"]
         );
+        let cfg = parse("imprint.action=verify imprint.image=gold imprint.store=https://h/s/ imprint.store.ca=/imprint/ca.pem").unwrap();
+        assert_eq!(
+            cli_args(&cfg, "https://h/s/", None, Some(Path::new(CA_COPY))),
+            [
+                "verify",
+                "https://h/s/",
+                "gold",
+                "--ca-cert",
+                CA_COPY,
+                "--json"
+            ]
+        );
+    }
+
+    #[test]
+    fn scrub_hides_the_password_everywhere_in_a_line() {
+        let p = Secret::new("s3cret");
+        assert_eq!(scrub("a s3cret b s3cret", Some(&p)), "a *** b ***");
+        assert_eq!(scrub("a b", None), "a b");
+        assert_eq!(scrub("a b", Some(&Secret::new(""))), "a b");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod cmdline;
 pub mod console;
+pub mod credentials;
 pub mod job;
 pub mod menu;
 pub mod net;
