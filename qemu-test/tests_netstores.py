@@ -343,6 +343,29 @@ def test_boot_smb_capture_then_restore_same_share(ctx):
              "password in neither log")
 
 
+def test_boot_smb_wrong_password_says_access_denied(ctx):
+    """imprint.store=smb://… with a wrong password in IMPRINT:/imprint/credentials: the job
+    stops with "access denied" within seconds, and the password is not in the console log."""
+    need_tools("smbd", "pdbedit", "socat", "mkfs.vfat", "mcopy")
+    work = OUT / "smb-wrong-password-store"
+    _, share = random_store(work, 4, "share")
+    files = imprint_partition(work / "imprint-files.img",
+                              {"/imprint/credentials": b"user=root\npassword=Wr0ng-pa55\n"})
+    smbd = Smbd(work / "smbd", share)
+    try:
+        job, wall, vm = job_boot(
+            "smb-boot-wrong-password", "imprint.action=verify imprint.store=smb://10.0.2.100/store "
+            "imprint.image=golden", guestfwd_net("10.0.2.100:445", smbd.port)
+            + disk_args(files, "virtio", "IMPRINT-FILES", "fl"), timeout=120)
+    finally:
+        smbd.stop()
+    error = job.get("error") or ""
+    check(job["ok"] is False and "access denied" in error, f"wrong password: {job}")
+    check("Wr0ng-pa55" not in vm.text(), "the password is in the console log")
+    check(job["seconds"] < 15, f"access denied after {job['seconds']} s")
+    ctx.note(f"{error[:140]!r} after {job['seconds']:.1f} s of job time; password not in the log")
+
+
 TESTS = [test_cli_restores_from_smb_location, test_cli_restores_from_nfs_export,
          test_cli_smb_password_wrong_right_and_smb1_only, test_boot_nfs_store_dhcp_on_every_wired_link,
-         test_boot_smb_capture_then_restore_same_share]
+         test_boot_smb_capture_then_restore_same_share, test_boot_smb_wrong_password_says_access_denied]
