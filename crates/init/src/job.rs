@@ -208,7 +208,12 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
                 });
             }
             network(cfg, console)?;
-            (url.clone(), "the network (read by the CLI)".to_string(), None, None)
+            (
+                url.clone(),
+                "the network (read by the CLI)".to_string(),
+                None,
+                None,
+            )
         }
         Store::Label(l) => {
             let link = PathBuf::from("/dev/disk/by-label").join(l);
@@ -306,10 +311,12 @@ fn run_inner(cfg: &Config, console: &Console, report: &mut Report) -> Result<(),
     Ok(())
 }
 
-/// `line` with every occurrence of the password replaced by `***`.
+/// `line` with every occurrence of the password replaced by `***`. The CLI never gets the
+/// password, so this is a second line of defence; a password shorter than 4 characters is
+/// left alone, as replacing it would garble ordinary words ("lab" in "label").
 fn scrub(line: &str, password: Option<&Secret>) -> String {
     match password.map(Secret::expose) {
-        Some(p) if !p.is_empty() => line.replace(p, "***"),
+        Some(p) if p.chars().count() >= 4 => line.replace(p, "***"),
         _ => line.to_string(),
     }
 }
@@ -699,6 +706,7 @@ mod tests {
         assert_eq!(scrub("a s3cret b s3cret", Some(&p)), "a *** b ***");
         assert_eq!(scrub("a b", None), "a b");
         assert_eq!(scrub("a b", Some(&Secret::new(""))), "a b");
+        assert_eq!(scrub("label", Some(&Secret::new("lab"))), "label");
     }
 
     #[test]
