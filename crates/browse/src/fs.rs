@@ -9,6 +9,7 @@ use fuser::{
     ReplyEntry, ReplyOpen, Request,
 };
 use std::ffi::OsStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -32,6 +33,8 @@ pub struct ImageFs {
     gid: u32,
     /// The last read error (a damaged chunk), for the serving process to report.
     pub last_error: std::sync::Arc<Mutex<Option<String>>>,
+    /// Bytes answered to reads so far: the progress of a sequential reader (`qemu-img`).
+    pub served: std::sync::Arc<AtomicU64>,
 }
 
 impl ImageFs {
@@ -42,6 +45,7 @@ impl ImageFs {
             uid: rustix::process::getuid().as_raw(),
             gid: rustix::process::getgid().as_raw(),
             last_error: Default::default(),
+            served: Default::default(),
         }
     }
 
@@ -138,7 +142,10 @@ impl Filesystem for ImageFs {
         };
         let mut buf = vec![0u8; size as usize];
         match f.view.read_at(&mut buf, offset) {
-            Ok(n) => reply.data(&buf[..n]),
+            Ok(n) => {
+                self.served.fetch_add(n as u64, Ordering::Relaxed);
+                reply.data(&buf[..n])
+            }
             Err(e) => {
                 *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) =
                     Some(format!("reading {} at {offset}: {e}", f.name));

@@ -153,6 +153,8 @@ pub struct Served {
     session: Option<fuser::BackgroundSession>,
     pub dir: PathBuf,
     pub last_error: Arc<std::sync::Mutex<Option<String>>>,
+    /// Bytes read from the directory's files so far.
+    pub served: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Serves the image's files read-only over FUSE at `dir` (created when missing).
@@ -162,6 +164,7 @@ pub fn serve(opened: &Opened, dir: &Path) -> Result<Served, OpsError> {
         humantime::parse_rfc3339(&opened.image.manifest.created).unwrap_or(std::time::UNIX_EPOCH);
     let fs = ImageFs::new(opened.files(), time);
     let last_error = fs.last_error.clone();
+    let served = fs.served.clone();
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::RO,
@@ -182,6 +185,7 @@ pub fn serve(opened: &Opened, dir: &Path) -> Result<Served, OpsError> {
         session: Some(session),
         dir: dir.to_path_buf(),
         last_error,
+        served,
     })
 }
 

@@ -869,7 +869,8 @@ fn browse_export(
         _ => browse::Format::Raw,
     };
     let started = std::time::Instant::now();
-    let r = browse::export(store, name, file, format, partition, &mut |_, _| {})?;
+    let r = browse::export(store, name, file, format, partition, rep)?;
+    rep.finish_line();
     if json {
         emit(
             "result",

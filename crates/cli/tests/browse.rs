@@ -594,6 +594,98 @@ fn export_qcow2_and_raw_give_back_the_original_disk() {
     assert_eq!(o.status.code(), Some(4), "{}", out_text(&o));
 }
 
+/// `--json` lines of one type, in order.
+fn events(o: &Output, kind: &str) -> Vec<Value> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["type"] == kind)
+        .map(|v| v["data"].clone())
+        .collect()
+}
+
+#[test]
+fn export_reports_progress_with_rate_and_eta() {
+    if !can_mount() {
+        return;
+    }
+    let f = fixture();
+    let out = tempfile::tempdir().unwrap();
+    let disk_size = std::fs::metadata(f.disk()).unwrap().len();
+    for (format, phase) in [
+        ("qcow2", "converting to qcow2"),
+        ("raw", "writing raw file"),
+    ] {
+        let file = out.path().join(format!("j.{format}"));
+        let o = imprint_ok(&[
+            "--json",
+            "export",
+            p(&f.store()),
+            "docs",
+            p(&file),
+            "--format",
+            format,
+        ]);
+        let phases = events(&o, "phase");
+        assert_eq!(
+            phases,
+            vec![serde_json::json!({ "phase": phase })],
+            "{}",
+            out_text(&o)
+        );
+        let progress = events(&o, "progress");
+        assert!(!progress.is_empty(), "no progress events: {}", out_text(&o));
+        let done: Vec<u64> = progress
+            .iter()
+            .map(|e| e["done_bytes"].as_u64().unwrap())
+            .collect();
+        assert!(
+            done.windows(2).all(|w| w[0] <= w[1]),
+            "progress went back: {done:?}"
+        );
+        let last = progress.last().unwrap();
+        assert_eq!(
+            last["done_bytes"], last["total_bytes"],
+            "never finished: {last}"
+        );
+        if format == "qcow2" {
+            // qemu-img reads the whole disk through the FUSE file.
+            assert_eq!(last["total_bytes"].as_u64(), Some(disk_size), "{last}");
+        } else {
+            // A raw export reads only the stored chunks: less than the disk, not nothing.
+            let total = last["total_bytes"].as_u64().unwrap();
+            assert!(total > 0 && total < disk_size, "{last}");
+            assert!(last["done_chunks"].as_u64().unwrap() > 0, "{last}");
+        }
+        for key in [
+            "rate_bytes_per_sec",
+            "average_rate_bytes_per_sec",
+            "eta_seconds",
+            "phase",
+        ] {
+            assert!(
+                last.get(key).is_some(),
+                "progress event without {key}: {last}"
+            );
+        }
+        let result = &events(&o, "result")[0];
+        assert_eq!(result["ok"], true);
+    }
+    // Without --json: the human progress line on stderr (bytes, percent, rate, ETA).
+    let file = out.path().join("h.raw");
+    let o = imprint_ok(&["export", p(&f.store()), "docs", p(&file), "--format", "raw"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let line = err
+        .lines()
+        .rfind(|l| l.starts_with("writing raw file"))
+        .unwrap_or_else(|| panic!("no progress line: {}", out_text(&o)));
+    assert!(
+        line.contains("100.0%") && line.contains("/s") && line.contains("ETA"),
+        "{line}"
+    );
+    assert!(err.contains("exported \"docs\""), "{}", out_text(&o));
+}
+
 #[test]
 fn a_killed_server_leaves_nothing_stuck_after_umount() {
     if !can_mount() {
