@@ -275,7 +275,7 @@ def test_boot_smb_capture_then_restore_same_share(ctx):
     from IMPRINT:/imprint/credentials; boot 2 restores onto blank disk B from the same
     share with imprint.store.password=. The host checks B: GPT (sgdisk -v, same
     partitions), e2fsck -fn, fsck.vfat -n, file checksums, and B equal to A byte for byte.
-    The password appears in neither boot's console log."""
+    The password appears in neither boot's console log nor in any file of the store."""
     if not ctx.cli_ready():
         raise Skip("target/release/imprint has no capture/restore with --json yet")
     need_tools("smbd", "pdbedit", "socat", "mkfs.vfat", "mcopy", "sgdisk", "e2fsck", "fsck.vfat", "debugfs")
@@ -310,6 +310,8 @@ def test_boot_smb_capture_then_restore_same_share(ctx):
         check("s3cret" not in log, f"the password is in the {name} boot's console log")
         check("unmounted smb://" in log, f"the {name} boot did not report the share unmounted")
     check(cap["store"] == "smb://10.0.2.100/store", f"store reported as {cap['store']!r}")
+    leaked = [str(f) for f in share.rglob("*") if f.is_file() and b"s3cret" in f.read_bytes()]
+    check(not leaked, f"the password is in the store (manifest?): {leaked}")
     check(sha256(disk_a) == a_sum, "capture changed disk A")
     problems = []
     v = subprocess.run(["sgdisk", "-v", str(disk_b)], capture_output=True, text=True).stdout
