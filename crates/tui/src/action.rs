@@ -20,7 +20,12 @@ pub enum Action {
     Quit,
     /// Tab on the home screen: disks ↔ stores.
     Focus,
+    /// Left/Right: the type field of the network store form.
+    Left,
+    Right,
     Capture,
+    /// Open the "Add network store" form.
+    AddStore,
     Restore,
     Verify,
     Tools,
@@ -50,6 +55,17 @@ pub enum Action {
     Checked(Vec<TargetCheck>),
     /// `ops::plan_restore` accepted the target (the confirmation's content) or refused it.
     Planned(Result<ConfirmView, String>),
+    /// Connect a network store given on the command line (`--store smb://...`); an
+    /// SMB user without a password opens the form to ask for it.
+    ConnectLocation {
+        location: String,
+        password: Option<crate::app::Secret>,
+    },
+    /// A network store was connected (its row, images listed), or why not.
+    StoreConnected {
+        location: String,
+        result: Result<StoreRow, String>,
+    },
     /// News from the worker thread.
     Job(JobMsg),
     /// Milliseconds since the running job started.
@@ -102,6 +118,12 @@ pub enum Effect {
     PreviewCapture(PathBuf),
     /// `ops::plan_restore`, which writes nothing.
     PlanRestore(ops::RestoreRequest),
+    /// Mount or open a network store (`ops::locations`) on a helper thread and list
+    /// its images; the password goes to the kernel in the mount data only.
+    ConnectStore {
+        location: String,
+        password: crate::app::Secret,
+    },
     StartJob(JobSpec),
     /// Set the job's cancel flag; it stops at the next chunk boundary.
     CancelJob,
@@ -140,6 +162,20 @@ pub fn keymap(app: &App, key: KeyEvent) -> Option<Action> {
             _ => None,
         };
     }
+    if app.screen == Screen::AddStore {
+        return match key.code {
+            KeyCode::Enter => Some(Action::Select),
+            KeyCode::Esc => Some(Action::Back),
+            KeyCode::Backspace => Some(Action::Erase),
+            KeyCode::Up | KeyCode::BackTab => Some(Action::Up),
+            KeyCode::Down | KeyCode::Tab => Some(Action::Down),
+            KeyCode::Left => Some(Action::Left),
+            KeyCode::Right => Some(Action::Right),
+            KeyCode::Char(_) if ctrl => None,
+            KeyCode::Char(c) => Some(Action::Input(c)),
+            _ => None,
+        };
+    }
     if is_text_screen(app.screen) {
         return match key.code {
             KeyCode::Enter => Some(Action::Select),
@@ -160,6 +196,7 @@ pub fn keymap(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Tab => Action::Focus,
         KeyCode::Char('q') => Action::Quit,
         KeyCode::Char('c') => Action::Capture,
+        KeyCode::Char('n') => Action::AddStore,
         KeyCode::Char('r') => Action::Restore,
         KeyCode::Char('v') => Action::Verify,
         KeyCode::Char('t') => Action::Tools,

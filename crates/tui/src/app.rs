@@ -51,6 +51,8 @@ pub enum Screen {
     Tools,
     Keyboard,
     Log,
+    /// The form that connects a network store (smb, nfs, http, https).
+    AddStore,
 }
 
 /// The pane of the home screen that arrows move in.
@@ -72,6 +74,107 @@ pub enum Popup {
         title: String,
         lines: Vec<String>,
     },
+}
+
+/// A password: shown as `*`, never printed by `{:?}`, never logged.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(hidden)")
+    }
+}
+
+/// Network store types in the form's order.
+pub const NET_KINDS: [&str; 4] = ["smb", "nfs", "http", "https"];
+
+/// The "Add network store" form. Fields: 0 type, 1 host, 2 share/export/path,
+/// 3 user and 4 password (SMB only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetForm {
+    /// Index into [`NET_KINDS`].
+    pub kind: usize,
+    pub field: usize,
+    pub host: String,
+    pub path: String,
+    pub user: String,
+    pub password: Secret,
+    /// The location being connected (no password in it).
+    pub connecting: Option<String>,
+    /// Why the last attempt failed, in plain words.
+    pub error: Option<String>,
+}
+
+impl NetForm {
+    pub fn is_smb(&self) -> bool {
+        self.kind == 0
+    }
+
+    /// How many fields the form shows for its type.
+    pub fn fields(&self) -> usize {
+        if self.is_smb() {
+            5
+        } else {
+            3
+        }
+    }
+
+    /// The label of the path field for the type.
+    pub fn path_label(&self) -> &'static str {
+        match self.kind {
+            0 => "Share/dir:",
+            1 => "Export/dir:",
+            _ => "Path:",
+        }
+    }
+
+    /// The location as `ops::locations::StoreLocation::parse` takes it; never holds
+    /// the password.
+    pub fn location(&self) -> String {
+        let path = self.path.trim().trim_matches('/');
+        let host = self.host.trim();
+        let user = self.user.trim();
+        match self.kind {
+            0 if !user.is_empty() => format!("smb://{user}@{host}/{path}"),
+            k => format!("{}://{host}/{path}", NET_KINDS[k.min(3)]),
+        }
+    }
+
+    /// The form filled from a parsed location (`imprint tui --store smb://...`).
+    pub fn from_location(loc: &ops::locations::StoreLocation) -> NetForm {
+        use ops::locations::StoreLocation as L;
+        let mut f = NetForm::default();
+        match loc {
+            L::Smb(s) => {
+                f.host = s.host.clone();
+                f.path = if s.dir.is_empty() {
+                    s.share.clone()
+                } else {
+                    format!("{}/{}", s.share, s.dir)
+                };
+                f.user = s.user.clone().unwrap_or_default();
+            }
+            L::Nfs(n) => {
+                f.kind = 1;
+                f.host = n.host.clone();
+                f.path = n.path.clone();
+            }
+            L::Http(u) => {
+                let (scheme, rest) = u.split_once("://").unwrap_or(("http", u));
+                f.kind = if scheme.eq_ignore_ascii_case("https") {
+                    3
+                } else {
+                    2
+                };
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                f.host = host.into();
+                f.path = path.trim_end_matches('/').into();
+            }
+            L::Local(_) => {}
+        }
+        f
+    }
 }
 
 /// Keyboard layouts offered (DESIGN.md: at least us, de, fr, es).
@@ -266,6 +369,7 @@ pub struct App {
     pub capture: CaptureWizard,
     pub restore: RestoreWizard,
     pub verify: VerifyWizard,
+    pub net: NetForm,
     pub job: JobView,
     pub result: Option<ResultView>,
     pub log: Vec<String>,
@@ -309,6 +413,7 @@ impl App {
             capture: CaptureWizard::default(),
             restore: RestoreWizard::default(),
             verify: VerifyWizard::default(),
+            net: NetForm::default(),
             job: JobView::default(),
             result: None,
             log: Vec::new(),

@@ -250,11 +250,11 @@ impl StoreRow {
 
 /// Reads a store directory: its images with their partition lines, and free space.
 pub fn scan_store(path: &Path) -> StoreRow {
-    let free_bytes = free_space(path);
-    let state = if !path.exists() {
-        StoreState::Missing
-    } else if path.join(STORE_MARKER).exists() {
-        match imaging::Store::open(path) {
+    let url = path.to_string_lossy();
+    let http = imaging::backend::is_http(&url);
+    let free_bytes = if http { None } else { free_space(path) };
+    let state = if http || path.join(STORE_MARKER).exists() {
+        match imaging::Store::open_location(&url) {
             Err(e) => StoreState::Broken(e.to_string()),
             Ok(store) => match store.image_names() {
                 Err(e) => StoreState::Broken(e.to_string()),
@@ -273,11 +273,13 @@ pub fn scan_store(path: &Path) -> StoreRow {
                 ),
             },
         }
+    } else if !path.exists() {
+        StoreState::Missing
     } else if std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none()) {
         StoreState::Empty
     } else {
         StoreState::Broken(format!(
-            "no {STORE_MARKER}: the directory holds other files"
+            "not an Imprint store (no {STORE_MARKER}, and the directory holds other files)"
         ))
     };
     StoreRow {

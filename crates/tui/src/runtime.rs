@@ -3,12 +3,13 @@
 //! polls disks and stores, loads keymaps. Results come back as [`Action`]s.
 
 use crate::action::{Action, Effect, JobMsg, JobSpec};
-use crate::app::{App, ConfirmView, JobFailure, JobKind, JobSuccess, TargetCheck};
-use crate::model::{scan_store, DiskSource};
+use crate::app::{App, ConfirmView, JobFailure, JobKind, JobSuccess, Secret, TargetCheck};
+use crate::model::{scan_store, DiskSource, StoreRow, StoreState};
 use crate::update::update;
 use disks::interlock::{check_write_target, CheckOptions, Protected};
 use disks::usage::human_size;
 use imaging::{Event, Sink};
+use ops::locations::{open_location, MountedStore, StoreLocation};
 use ops::OpsError;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -77,6 +78,11 @@ pub struct Runtime {
     /// Set after the shell ran: the screen must be redrawn from scratch.
     pub needs_clear: bool,
     job: Option<RunningJob>,
+    /// Network stores connected from the form or `--store URL`, with their mounts
+    /// (unmounted when the runtime is dropped).
+    net: Vec<NetStore>,
+    /// The connection being made on a helper thread.
+    connecting: Vec<(String, Receiver<Result<NetStore, String>>)>,
     stores: Option<Vec<crate::model::StoreRow>>,
     /// [`store_stamps`] when the stores were last read.
     stamps: Vec<Option<std::time::SystemTime>>,
@@ -110,6 +116,8 @@ impl Runtime {
             interactive: false,
             needs_clear: false,
             job: None,
+            net: Vec::new(),
+            connecting: Vec::new(),
             stores: None,
             stamps: Vec::new(),
         }
@@ -125,7 +133,9 @@ impl Runtime {
     pub fn snapshot(&mut self, stores: bool) -> Action {
         if stores || self.stores.is_none() {
             self.stamps = store_stamps(&self.store_paths);
-            self.stores = Some(self.store_paths.iter().map(|p| scan_store(p)).collect());
+            let mut rows: Vec<StoreRow> = self.store_paths.iter().map(|p| scan_store(p)).collect();
+            rows.extend(self.net.iter().map(NetStore::scan));
+            self.stores = Some(rows);
         }
         Action::Refresh {
             disks: self.disks.disks(),
@@ -150,6 +160,24 @@ impl Runtime {
                     .map(|p| confirm_view(&p))
                     .map_err(|e| e.to_string()),
             )],
+            Effect::ConnectStore { location, password } => {
+                let (tx, rx) = mpsc::channel();
+                let loc = location.clone();
+                match std::thread::Builder::new()
+                    .name("imprint-connect".into())
+                    .spawn(move || {
+                        let _ = tx.send(connect_store(&loc, &password));
+                    }) {
+                    Ok(_) => {
+                        self.connecting.push((location, rx));
+                        vec![]
+                    }
+                    Err(e) => vec![Action::StoreConnected {
+                        location,
+                        result: Err(format!("cannot start a thread: {e}")),
+                    }],
+                }
+            }
             Effect::StartJob(spec) => {
                 if self.job.as_ref().is_some_and(|j| j.handle.is_some()) {
                     return vec![Action::Job(JobMsg::Done {
@@ -181,12 +209,57 @@ impl Runtime {
 
     /// The job's messages that arrived, without waiting, and a tick.
     pub fn poll(&mut self) -> Vec<Action> {
-        self.collect(Duration::ZERO)
+        let mut out = self.connection(Duration::ZERO);
+        out.extend(self.collect(Duration::ZERO));
+        out
     }
 
     /// Waits up to `timeout` for the job's next message, then drains the rest.
     pub fn wait(&mut self, timeout: Duration) -> Vec<Action> {
-        self.collect(timeout)
+        let mut out = self.connection(if self.job.is_some() {
+            Duration::ZERO
+        } else {
+            timeout
+        });
+        out.extend(self.collect(timeout));
+        out
+    }
+
+    /// The answer of the connection being made, if it came.
+    fn connection(&mut self, timeout: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.connecting.len() {
+            let wait = if out.is_empty() {
+                timeout
+            } else {
+                Duration::ZERO
+            };
+            let r = match self.connecting[i].1.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {
+                    i += 1;
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    Err("the connection attempt crashed (a bug in Imprint)".to_string())
+                }
+                Ok(r) => r,
+            };
+            let (location, _) = self.connecting.remove(i);
+            let result = r.map(|n| {
+                let row = n.row.clone();
+                // A store connected twice keeps one mount: the newer one.
+                self.net.retain(|o| o.row.label != n.row.label);
+                self.net.push(n);
+                if let Some(rows) = &mut self.stores {
+                    rows.retain(|s| s.label != row.label);
+                    rows.push(row.clone());
+                }
+                row
+            });
+            out.push(Action::StoreConnected { location, result });
+        }
+        out
     }
 
     fn collect(&mut self, timeout: Duration) -> Vec<Action> {
@@ -261,6 +334,81 @@ impl Runtime {
         self.needs_clear = true;
         r
     }
+}
+
+/// A connected network store: its row as last read, and the share's mount.
+#[derive(Debug)]
+struct NetStore {
+    row: StoreRow,
+    _mount: Option<MountedStore>,
+}
+
+impl NetStore {
+    /// The store read again, keeping its label and read-only reason.
+    fn scan(&self) -> StoreRow {
+        StoreRow {
+            label: self.row.label.clone(),
+            read_only: self.row.read_only.clone(),
+            ..scan_store(&self.row.path)
+        }
+    }
+}
+
+/// Why an HTTP store cannot take a capture.
+pub const HTTP_READ_ONLY: &str = "read-only (HTTP): restore and verify only";
+
+/// Mounts or opens a network store with `ops::locations` and lists its images. An
+/// SMB or NFS share is mounted writable (captures can go there), or read-only when
+/// the server allows no more. The password goes into the mount data only.
+fn connect_store(location: &str, password: &Secret) -> Result<NetStore, String> {
+    let loc = StoreLocation::parse(location).map_err(|e| e.to_string())?;
+    let http = matches!(loc, StoreLocation::Http(_));
+    let mut pass = |_: &str| Ok(password.0.clone());
+    let (opened, read_only) = match open_location(&loc, !http, &mut pass) {
+        Ok(o) if http => (o, Some(HTTP_READ_ONLY.to_string())),
+        Ok(o) => (o, None),
+        Err(e) if !http && e.to_string().contains("access denied") => {
+            // The user may read the share but not write it.
+            let o = open_location(&loc, false, &mut pass).map_err(|_| e.to_string())?;
+            (
+                o,
+                Some("read-only: the server lets this user read the share only".into()),
+            )
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let row = StoreRow {
+        label: Some(loc.to_string()),
+        read_only,
+        ..scan_store(&opened.store)
+    };
+    match &row.state {
+        StoreState::Ready(_) => {}
+        StoreState::Empty if row.read_only.is_none() => {}
+        StoreState::Empty => {
+            return Err(format!(
+            "{loc}: not an Imprint store (the folder is empty, and this user cannot write to it)"
+        ))
+        }
+        StoreState::Missing => {
+            return Err(format!(
+                "{loc}: the folder is not on the server (check the path after the share name)"
+            ))
+        }
+        StoreState::Broken(e) => {
+            return Err(
+                if e.contains("not an Imprint store") || e.contains("no imprint-store.json") {
+                    format!("{loc}: not an Imprint store: {e}")
+                } else {
+                    e.clone()
+                },
+            )
+        }
+    }
+    Ok(NetStore {
+        row,
+        _mount: opened.mount,
+    })
 }
 
 /// Runs `update` and carries out its effects, feeding their results back, until

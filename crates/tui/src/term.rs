@@ -1,7 +1,7 @@
 //! The terminal: raw mode and the alternate screen behind a guard and a panic hook so
 //! the console is always given back, the console size, and the event loop.
 
-use crate::action::keymap;
+use crate::action::{keymap, Action};
 use crate::app::{App, Exit};
 use crate::model::DiscoveredDisks;
 use crate::runtime::{dispatch, Runtime};
@@ -24,8 +24,28 @@ const STORE_POLL: Duration = Duration::from_secs(30);
 /// What `imprint tui` is given.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Store directories besides the boot image's `/run/imprint/store`.
+    /// Stores besides the boot image's `/run/imprint/store`: directories, or
+    /// `smb://`, `nfs://`, `http(s)://` locations connected at start.
     pub stores: Vec<PathBuf>,
+}
+
+/// The password of an `smb://USER@...` store, as the CLI reads it (docs/CLI.md
+/// "Store locations"); without it the TUI asks on its form.
+const PASSWORD_ENV: &str = "IMPRINT_STORE_PASSWORD";
+
+/// Splits `--store` values into directories and network locations.
+pub fn split_stores(stores: &[PathBuf]) -> (Vec<PathBuf>, Vec<String>) {
+    let mut paths = vec![PathBuf::from(crate::model::BOOT_STORE)];
+    let mut remote = Vec::new();
+    for p in stores {
+        let s = p.to_string_lossy();
+        if s.contains("://") {
+            remote.push(s.into_owned());
+        } else if !paths.contains(p) {
+            paths.push(p.clone());
+        }
+    }
+    (paths, remote)
 }
 
 /// Gives the console back: cooked mode, main screen, cursor shown.
@@ -87,12 +107,7 @@ fn fresh_terminal(w: u16, h: u16) -> io::Result<Terminal<CrosstermBackend<io::St
 /// Runs the TUI until the person quits or asks to reboot or power off. The caller
 /// does the reboot: PID 1 with reboot(2), the CLI just exits.
 pub fn run(opts: Options) -> io::Result<Exit> {
-    let mut paths = vec![PathBuf::from(crate::model::BOOT_STORE)];
-    for p in opts.stores {
-        if !paths.contains(&p) {
-            paths.push(p);
-        }
-    }
+    let (paths, remote) = split_stores(&opts.stores);
     let mut rt = Runtime::new(Box::new(DiscoveredDisks), paths);
     rt.interactive = true;
     let mut app = App::new();
@@ -112,6 +127,15 @@ pub fn run(opts: Options) -> io::Result<Exit> {
     let monitor = disks::DiskMonitor::start(false).ok();
     let snap = rt.snapshot(true);
     dispatch(&mut app, &mut rt, snap);
+    let password = std::env::var(PASSWORD_ENV).ok().map(crate::app::Secret);
+    for location in remote {
+        let password = password.clone();
+        dispatch(
+            &mut app,
+            &mut rt,
+            Action::ConnectLocation { location, password },
+        );
+    }
     let mut last_disks = Instant::now();
     let mut last_stores = Instant::now();
     let mut was_running = false;

@@ -5,7 +5,7 @@
 //! console and a serial terminal show correctly.
 
 use crate::app::{
-    App, HomeFocus, JobKind, Popup, RestoreMode, Screen, LAYOUTS, RESTORE_OPTIONS, TOOLS,
+    App, HomeFocus, JobKind, Popup, RestoreMode, Screen, LAYOUTS, NET_KINDS, RESTORE_OPTIONS, TOOLS,
 };
 use crate::model::{DiskRow, StoreRow};
 use crate::update::{capture_fit, confirmation_matches, name_problem, Fit};
@@ -227,7 +227,10 @@ pub fn help(app: &App) -> &'static str {
         };
     }
     match app.screen {
-        Screen::Home => "c capture  r restore  v verify  t tools  l log  Tab pane  Up/Down  q quit",
+        Screen::Home => {
+            "c capture  r restore  v verify  n net store  t tools  l log  Tab pane  q quit"
+        }
+        Screen::AddStore => "Up/Down field  Left/Right type  Enter next/connect  Esc back",
         Screen::CaptureName | Screen::CaptureDescription => {
             "type text   Backspace erase   Enter next   Esc back"
         }
@@ -268,6 +271,7 @@ fn screen_title(app: &App) -> &'static str {
         Screen::Tools => "Tools",
         Screen::Keyboard => "Keyboard layout",
         Screen::Log => "Log",
+        Screen::AddStore => "Add a network store",
     }
 }
 
@@ -290,6 +294,7 @@ pub fn render(app: &App, f: &mut Frame) {
     );
     match app.screen {
         Screen::Home => home(app, f, body),
+        Screen::AddStore => add_store(app, f, body),
         Screen::CaptureSource => {
             let (lines, at) = disk_lines(&app.disks, Some(app.capture.source_sel));
             list(
@@ -462,6 +467,82 @@ fn field(label: &str, value: &str, active: bool) -> Line<'static> {
         spans.push(Span::styled("_", selected()));
     }
     Line::from(spans)
+}
+
+fn add_store(app: &App, f: &mut Frame, body: Rect) {
+    let n = &app.net;
+    let typing = n.connecting.is_none();
+    let kinds: Vec<Span> = NET_KINDS
+        .iter()
+        .enumerate()
+        .flat_map(|(i, k)| {
+            let s = if i == n.kind {
+                Span::styled(
+                    format!("[{k}]"),
+                    if n.field == 0 { selected() } else { bold() },
+                )
+            } else {
+                Span::raw(format!(" {k} "))
+            };
+            [s, Span::raw(" ")]
+        })
+        .collect();
+    let mut lines = vec![Line::from(
+        [
+            vec![Span::styled(format!("{:<13}", "Type:"), bold())],
+            kinds,
+        ]
+        .concat(),
+    )];
+    lines.push(field("Server:", &n.host, typing && n.field == 1));
+    lines.push(field(n.path_label(), &n.path, typing && n.field == 2));
+    if n.is_smb() {
+        let user = if n.user.is_empty() && n.field != 3 {
+            "(empty: guest access)"
+        } else {
+            &n.user
+        };
+        lines.push(field("User:", user, typing && n.field == 3));
+        // One `*` per character typed; the text itself is never drawn.
+        let stars = "*".repeat(n.password.0.chars().count());
+        lines.push(field("Password:", &stars, typing && n.field == 4));
+    }
+    lines.push(Line::raw(""));
+    let location = if n.host.trim().is_empty() {
+        "-".to_string()
+    } else {
+        n.location()
+    };
+    lines.push(field("Location:", &cut(&location, 64), false));
+    lines.push(Line::raw(""));
+    let about = match n.kind {
+        0 => "Mounted with the kernel's SMB 3 client (no SMB1). Images can be captured into the share when the user may write it. Example: server fs1, share images/pcs.",
+        1 => "Mounted with the kernel's NFS 4.1 client. Images can be captured into the export when it is writable. Example: server nas, export srv/imprint.",
+        _ => "Read over HTTP range requests: restore and verify only, no capture. Server may carry a port (10.0.0.5:8080); path is the store's folder on the web server.",
+    };
+    for l in wrap(about, 76) {
+        lines.push(Line::styled(l, cyan()));
+    }
+    lines.push(Line::raw(""));
+    if let Some(loc) = &n.connecting {
+        lines.push(Line::styled(
+            cut(&format!("Connecting to {loc}..."), 76),
+            yellow(),
+        ));
+    } else if let Some(e) = &n.error {
+        for l in wrap(&format!("Not connected: {e}"), 76) {
+            lines.push(Line::styled(l, red()));
+        }
+    } else {
+        lines.push(Line::styled(
+            "Enter on the last field connects and lists the store's images.",
+            green(),
+        ));
+    }
+    f.render_widget(
+        Paragraph::new(lines).block(block("Add a network store")),
+        body,
+    );
 }
 
 fn capture_text(app: &App, f: &mut Frame, body: Rect) {

@@ -3,8 +3,8 @@
 
 use crate::action::{Action, Effect, JobMsg, JobSpec};
 use crate::app::{
-    App, ConfirmView, Exit, HomeFocus, JobKind, JobView, Popup, RestoreMode, ResultView, Screen,
-    TargetCheck, LAYOUTS, RATE_WINDOW_MS, RESTORE_OPTIONS, TOOLS,
+    App, ConfirmView, Exit, HomeFocus, JobKind, JobView, NetForm, Popup, RestoreMode, ResultView,
+    Screen, Secret, TargetCheck, LAYOUTS, NET_KINDS, RATE_WINDOW_MS, RESTORE_OPTIONS, TOOLS,
 };
 use crate::model::{DiskRow, StoreRow};
 use disks::usage::human_size;
@@ -26,6 +26,13 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             return vec![];
         }
         Action::Planned(plan) => return planned(app, plan),
+        Action::StoreConnected { location, result } => {
+            connected(app, location, result);
+            return vec![];
+        }
+        Action::ConnectLocation { location, password } => {
+            return connect_location(app, &location, password)
+        }
         Action::CapturePreviewed { source, preview } => {
             if app
                 .capture
@@ -70,6 +77,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     app.status = None;
     match app.screen {
         Screen::Home => home(app, action),
+        Screen::AddStore => add_store(app, action),
         Screen::CaptureSource => {
             let n = app.disks.len();
             match action {
@@ -496,10 +504,183 @@ fn home(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::Tools => app.screen = Screen::Tools,
         Action::Log => app.screen = Screen::Log,
+        Action::AddStore => {
+            app.net.error = None;
+            app.net.field = 0;
+            app.screen = Screen::AddStore;
+        }
         Action::Quit => app.exit = Some(Exit::Quit),
         _ => {}
     }
     vec![]
+}
+
+/// Longest text in a field of the network store form.
+const MAX_FIELD: usize = 128;
+
+fn add_store(app: &mut App, action: Action) -> Vec<Effect> {
+    let f = &mut app.net;
+    if f.connecting.is_some() {
+        // One attempt at a time; its answer comes as `StoreConnected`.
+        return vec![];
+    }
+    let n = f.fields();
+    match action {
+        Action::Up => f.field = (f.field + n - 1) % n,
+        Action::Down => f.field = (f.field + 1) % n,
+        Action::Left if f.field == 0 => f.kind = (f.kind + NET_KINDS.len() - 1) % NET_KINDS.len(),
+        Action::Right | Action::Input(' ') if f.field == 0 => {
+            f.kind = (f.kind + 1) % NET_KINDS.len()
+        }
+        Action::Input(c) => {
+            let text = match f.field {
+                1 => &mut f.host,
+                2 => &mut f.path,
+                3 => &mut f.user,
+                4 => &mut f.password.0,
+                _ => return vec![],
+            };
+            if text.chars().count() < MAX_FIELD {
+                text.push(c);
+            }
+            f.error = None;
+        }
+        Action::Erase => {
+            match f.field {
+                1 => f.host.pop(),
+                2 => f.path.pop(),
+                3 => f.user.pop(),
+                4 => f.password.0.pop(),
+                _ => None,
+            };
+            f.error = None;
+        }
+        Action::Back => {
+            f.password = Default::default();
+            app.screen = Screen::Home;
+        }
+        Action::Select if f.field + 1 < n => f.field += 1,
+        Action::Select => return connect(app),
+        _ => {}
+    }
+    vec![]
+}
+
+/// Checks the form and asks the runtime to connect; the password leaves the App here.
+fn connect(app: &mut App) -> Vec<Effect> {
+    let f = &mut app.net;
+    let problem = if f.host.trim().is_empty() {
+        Some((1, "type the server's name or IP address".to_string()))
+    } else if f.path.trim().trim_matches('/').is_empty() && f.kind < 2 {
+        Some((
+            2,
+            format!(
+                "type the {}",
+                if f.is_smb() {
+                    "share name"
+                } else {
+                    "export path"
+                }
+            ),
+        ))
+    } else if f.host.contains(['/', '@', ' ']) {
+        Some((
+            1,
+            "the server is a name or an address, without '/', '@' or spaces".into(),
+        ))
+    } else {
+        None
+    };
+    if let Some((field, why)) = problem {
+        f.field = field;
+        f.error = Some(why);
+        return vec![];
+    }
+    let location = f.location();
+    if let Err(e) = ops::locations::StoreLocation::parse(&location) {
+        f.error = Some(e.to_string());
+        return vec![];
+    }
+    let password = std::mem::take(&mut f.password);
+    f.connecting = Some(location.clone());
+    f.error = None;
+    log(app, format!("connecting to {location}"));
+    vec![Effect::ConnectStore { location, password }]
+}
+
+/// A store named on the command line: connected at once, or the form asks for the
+/// password of an SMB user when none was given.
+fn connect_location(app: &mut App, location: &str, password: Option<Secret>) -> Vec<Effect> {
+    let loc = match ops::locations::StoreLocation::parse(location) {
+        Ok(l) => l,
+        Err(e) => {
+            log(app, e.to_string());
+            app.status = Some(e.to_string());
+            return vec![];
+        }
+    };
+    match password {
+        None if loc.user().is_some() => {
+            app.net = NetForm::from_location(&loc);
+            app.net.field = 4;
+            app.net.error = Some(format!(
+                "type the password for {}@{} and press Enter",
+                loc.user().unwrap_or_default(),
+                app.net.host
+            ));
+            app.screen = Screen::AddStore;
+            vec![]
+        }
+        password => {
+            let location = loc.to_string();
+            log(app, format!("connecting to {location}"));
+            vec![Effect::ConnectStore {
+                location,
+                password: password.unwrap_or_default(),
+            }]
+        }
+    }
+}
+
+fn connected(app: &mut App, location: String, r: Result<StoreRow, String>) {
+    let from_form = app.net.connecting.as_deref() == Some(location.as_str());
+    if from_form {
+        app.net.connecting = None;
+    }
+    match r {
+        Ok(row) => {
+            let what = row.status();
+            log(app, format!("connected {}: {what}", row.name()));
+            app.status = Some(format!("connected to {}: {what}", row.name()));
+            // The store and its images are on the home screen's store pane.
+            if let Some(i) = app.stores.iter().position(|s| s.path == row.path) {
+                app.stores[i] = row.clone();
+            } else {
+                app.stores.push(row.clone());
+            }
+            let mut line = 0;
+            for s in &app.stores {
+                if s.path == row.path {
+                    break;
+                }
+                line += 1 + s.images().len();
+            }
+            if from_form {
+                app.store_sel = line;
+                app.focus = HomeFocus::Stores;
+                app.net = Default::default();
+                app.screen = Screen::Home;
+            }
+        }
+        Err(e) => {
+            log(app, format!("connecting to {location} failed: {e}"));
+            if from_form {
+                app.net.error = Some(e);
+            } else {
+                app.status = Some(format!("store {location} not connected: {e}"));
+            }
+        }
+    }
 }
 
 fn refresh(app: &mut App, disks: Vec<DiskRow>, stores: Vec<StoreRow>) -> Vec<Effect> {

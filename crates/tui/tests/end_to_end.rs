@@ -1,23 +1,13 @@
 //! The App driven through a real capture and restore on the host: disk image files, a
 //! temporary store, jobs on the real worker thread, the typed confirmation.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tui::model::StoreState;
-use tui::{dispatch, Action, App, DiskRow, FixedDisks, Runtime, Screen};
+mod common;
 
-fn file_disk(path: &Path) -> DiskRow {
-    DiskRow {
-        node: path.to_owned(),
-        size: std::fs::metadata(path).unwrap().len(),
-        model: None,
-        serial: None,
-        bus: "file".into(),
-        removable: false,
-        partitions: vec![],
-        in_use: vec![],
-    }
-}
+use common::file_disk;
+use tui::{dispatch, Action, App, FixedDisks, Runtime, Screen};
 
 /// 8 MiB: a fake MBR, data, a zero gap, more data at the end.
 fn source_bytes() -> Vec<u8> {

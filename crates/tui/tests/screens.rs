@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use imaging::{Event, Progress};
 use tui::app::{JobFailure, JobSuccess};
-use tui::{Action, JobMsg};
+use tui::{Action, JobMsg, StoreRow};
 
 fn progress_app() -> tui::App {
     let mut app = app();
@@ -279,4 +279,72 @@ fn tools_keyboard_log_and_reboot() {
     }
     send(&mut app, Action::Select);
     snapshot("reboot_popup", &app);
+}
+
+#[test]
+fn add_network_store() {
+    let mut app = app();
+    send(&mut app, Action::AddStore);
+    snapshot("add_store_empty", &app);
+    fill_smb_form(&mut app);
+    snapshot("add_store_smb", &app);
+    assert!(
+        !screen(&app).contains("s3cret"),
+        "the password is never drawn"
+    );
+    send(&mut app, Action::Select);
+    snapshot("add_store_connecting", &app);
+    send(
+        &mut app,
+        Action::StoreConnected {
+            location: "smb://lab@10.0.2.4/qemu/images".into(),
+            result: Err("store smb://lab@10.0.2.4/qemu/images: mounting failed: access denied: wrong user name or password, or the user may not use this share (Permission denied (os error 13))".into()),
+        },
+    );
+    snapshot("add_store_access_denied", &app);
+    assert!(!screen(&app).contains("s3cret"));
+    send(&mut app, Action::Select);
+    send(
+        &mut app,
+        Action::StoreConnected {
+            location: "smb://lab@10.0.2.4/qemu/images".into(),
+            result: Ok(smb_store_row()),
+        },
+    );
+    snapshot("home_network_store", &app);
+}
+
+#[test]
+fn add_http_store_form() {
+    let mut app = app();
+    send(&mut app, Action::AddStore);
+    send(&mut app, Action::Right);
+    send(&mut app, Action::Right);
+    send(&mut app, Action::Down);
+    type_text(&mut app, "10.0.2.100:8080");
+    send(&mut app, Action::Down);
+    type_text(&mut app, "stores/lab");
+    snapshot("add_store_http", &app);
+}
+
+#[test]
+fn capture_store_list_greys_a_read_only_http_store() {
+    let mut app = app();
+    let mut stores = stores();
+    stores.push(StoreRow {
+        path: "http://10.0.2.100:8080/stores/lab/".into(),
+        label: Some("http://10.0.2.100:8080/stores/lab/".into()),
+        read_only: Some(tui::runtime::HTTP_READ_ONLY.into()),
+        ..smb_store_row()
+    });
+    send(
+        &mut app,
+        Action::Refresh {
+            disks: disks(),
+            stores,
+        },
+    );
+    send(&mut app, Action::Capture);
+    send(&mut app, Action::Select);
+    snapshot("capture_store_http_greyed", &app);
 }

@@ -398,3 +398,122 @@ fn a_store_holding_the_same_disk_only_warns() {
         "{fx:?}"
     );
 }
+
+#[test]
+fn the_network_form_sends_the_location_and_never_keeps_or_prints_the_password() {
+    let mut app = app();
+    fill_smb_form(&mut app);
+    assert!(
+        !format!("{app:?}").contains("s3cret"),
+        "Debug hides the password"
+    );
+    let fx = send(&mut app, Action::Select);
+    match fx.as_slice() {
+        [Effect::ConnectStore { location, password }] => {
+            assert_eq!(location, "smb://lab@10.0.2.4/qemu/images");
+            assert_eq!(password.0, "s3cret");
+            assert!(!format!("{fx:?}").contains("s3cret"));
+        }
+        f => panic!("{f:?}"),
+    }
+    assert_eq!(app.net.password.0, "", "the App forgets it once sent");
+    assert!(!app.log.iter().any(|l| l.contains("s3cret")));
+    // While connecting, keys do nothing (one attempt at a time).
+    assert!(send(&mut app, Action::Select).is_empty());
+}
+
+#[test]
+fn the_network_form_says_what_is_missing_before_connecting() {
+    let mut app = app();
+    send(&mut app, Action::AddStore);
+    for _ in 0..4 {
+        send(&mut app, Action::Down);
+    }
+    assert!(send(&mut app, Action::Select).is_empty());
+    assert_eq!(app.net.field, 1, "back on the server field");
+    assert!(app.net.error.clone().unwrap().contains("server"));
+    type_text(&mut app, "fs1");
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Down);
+    send(&mut app, Action::Down);
+    assert!(send(&mut app, Action::Select).is_empty());
+    assert!(app.net.error.clone().unwrap().contains("share name"));
+}
+
+#[test]
+fn letters_that_are_keys_elsewhere_are_text_in_the_network_form() {
+    let mut app = app();
+    send(&mut app, Action::AddStore);
+    send(&mut app, Action::Down);
+    for c in ['q', 'c', 'r', 'n'] {
+        let a = keymap(&app, KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE)).unwrap();
+        send(&mut app, a);
+    }
+    assert_eq!(app.net.host, "qcrn");
+    assert_eq!(app.screen, Screen::AddStore);
+    let a = keymap(&app, KeyEvent::new(KeyCode::Esc, KeyModifiers::NONE)).unwrap();
+    send(&mut app, a);
+    assert_eq!(app.screen, Screen::Home);
+}
+
+#[test]
+fn an_smb_user_on_the_command_line_is_asked_for_the_password() {
+    let mut app = app();
+    let fx = send(
+        &mut app,
+        Action::ConnectLocation {
+            location: "smb://lab@fs1/images/pcs".into(),
+            password: None,
+        },
+    );
+    assert!(fx.is_empty());
+    assert_eq!(app.screen, Screen::AddStore);
+    assert_eq!(
+        (app.net.host.as_str(), app.net.path.as_str()),
+        ("fs1", "images/pcs")
+    );
+    assert_eq!(app.net.field, 4, "on the password field");
+    // With a password (IMPRINT_STORE_PASSWORD), or for a guest share, it connects at once.
+    let mut app = common::app();
+    let fx = send(
+        &mut app,
+        Action::ConnectLocation {
+            location: "nfs://nas/srv/imprint".into(),
+            password: None,
+        },
+    );
+    assert!(
+        matches!(fx.as_slice(), [Effect::ConnectStore { location, .. }] if location == "nfs://nas/srv/imprint")
+    );
+    send(
+        &mut app,
+        Action::StoreConnected {
+            location: "nfs://nas/srv/imprint".into(),
+            result: Err("host unreachable".into()),
+        },
+    );
+    assert_eq!(app.screen, Screen::Home);
+    assert!(app.status.clone().unwrap().contains("host unreachable"));
+}
+
+#[test]
+fn a_read_only_store_is_never_a_capture_destination() {
+    let mut app = app();
+    let mut http = smb_store_row();
+    http.read_only = Some("read-only (HTTP)".into());
+    send(
+        &mut app,
+        Action::Refresh {
+            disks: disks(),
+            stores: vec![http],
+        },
+    );
+    send(&mut app, Action::Capture);
+    send(&mut app, Action::Select);
+    assert_eq!(app.screen, Screen::CaptureSource);
+    assert!(app.status.clone().unwrap().contains("no store to write to"));
+    // Restore and verify still use it.
+    send(&mut app, Action::Back);
+    send(&mut app, Action::Restore);
+    assert_eq!(app.screen, Screen::RestoreStore);
+}

@@ -304,3 +304,45 @@ pub fn to_capture_summary(disk: usize) -> App {
     assert_eq!(app.screen, tui::Screen::CaptureSummary);
     app
 }
+
+/// A network store as `connect_store` reports it: an SMB share with one image.
+pub fn smb_store_row() -> StoreRow {
+    StoreRow {
+        path: "/run/imprint/net/412-0".into(),
+        label: Some("smb://lab@10.0.2.4/qemu/images".into()),
+        read_only: None,
+        state: StoreState::Ready(vec![image(
+            "classroom-2024",
+            "2024-06-11T08:00:00Z",
+            "room B12",
+        )]),
+        free_bytes: Some(1_099_511_627_776),
+    }
+}
+
+/// Fills the network store form: SMB, server, share, user, password (not sent).
+pub fn fill_smb_form(app: &mut App) {
+    send(app, Action::AddStore);
+    send(app, Action::Down);
+    type_text(app, "10.0.2.4");
+    send(app, Action::Select);
+    type_text(app, "qemu/images");
+    send(app, Action::Select);
+    type_text(app, "lab");
+    send(app, Action::Select);
+    type_text(app, "s3cret");
+}
+
+/// A disk image file as a disk row.
+pub fn file_disk(path: &Path) -> DiskRow {
+    DiskRow {
+        node: path.to_owned(),
+        size: std::fs::metadata(path).unwrap().len(),
+        model: None,
+        serial: None,
+        bus: "file".into(),
+        removable: false,
+        partitions: vec![],
+        in_use: vec![],
+    }
+}
