@@ -68,6 +68,8 @@ pub enum Action {
     },
     /// News from the worker thread.
     Job(JobMsg),
+    /// A line for the log from the runtime (a store found on a disk, unmounted).
+    Note(String),
     /// Milliseconds since the running job started.
     Tick(u64),
     /// The keyboard layout was applied, or why not.

@@ -10,6 +10,7 @@
 
 pub mod action;
 pub mod app;
+pub mod diskstores;
 pub mod model;
 pub mod runtime;
 pub mod term;

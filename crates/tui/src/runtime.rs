@@ -4,6 +4,7 @@
 
 use crate::action::{Action, Effect, JobMsg, JobSpec};
 use crate::app::{App, ConfirmView, JobFailure, JobKind, JobSuccess, Secret, TargetCheck};
+use crate::diskstores::DiskStores;
 use crate::model::{scan_store, DiskSource, StoreRow, StoreState};
 use crate::update::update;
 use disks::interlock::{check_write_target, CheckOptions, Protected};
@@ -84,6 +85,14 @@ pub struct Runtime {
     /// The connection being made on a helper thread.
     connecting: Vec<(String, Receiver<Result<NetStore, String>>)>,
     stores: Option<Vec<crate::model::StoreRow>>,
+    /// Stores found on other disks' partitions (`None`: not looked for).
+    pub disk_stores: Option<DiskStores>,
+    /// The disk a running restore writes, and the one the restore wizard planned on:
+    /// never probed.
+    job_target: Option<PathBuf>,
+    planned_target: Option<PathBuf>,
+    /// Lines for the log from the runtime's own work (stores found, unmounted).
+    notes: Vec<String>,
     /// [`store_stamps`] when the stores were last read.
     stamps: Vec<Option<std::time::SystemTime>>,
 }
@@ -119,26 +128,85 @@ impl Runtime {
             net: Vec::new(),
             connecting: Vec::new(),
             stores: None,
+            disk_stores: None,
+            job_target: None,
+            planned_target: None,
+            notes: Vec::new(),
             stamps: Vec::new(),
         }
     }
 
     /// True when a store directory changed since the stores were last read.
     pub fn stores_changed(&self) -> bool {
-        self.stores.is_some() && store_stamps(&self.store_paths) != self.stamps
+        self.stores.is_some() && store_stamps(&self.all_store_paths()) != self.stamps
+    }
+
+    /// The store directories: given ones, then those found on disks.
+    fn all_store_paths(&self) -> Vec<PathBuf> {
+        let mut v = self.store_paths.clone();
+        if let Some(ds) = &self.disk_stores {
+            v.extend(ds.mounted.iter().flat_map(|m| m.stores.iter().cloned()));
+        }
+        v
+    }
+
+    /// Disks never probed for stores: written by a job or chosen as restore target.
+    fn busy(&self) -> Vec<PathBuf> {
+        self.job_target
+            .iter()
+            .chain(self.planned_target.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// The rows of the stores found on disks, named after their partitions.
+    fn disk_store_rows(&self) -> Vec<StoreRow> {
+        let Some(ds) = &self.disk_stores else {
+            return vec![];
+        };
+        ds.mounted
+            .iter()
+            .flat_map(|m| {
+                m.stores.iter().map(move |s| {
+                    let inside = s
+                        .strip_prefix(&m.mountpoint)
+                        .ok()
+                        .filter(|p| !p.as_os_str().is_empty())
+                        .map(|p| format!(" /{}", p.display()))
+                        .unwrap_or_default();
+                    StoreRow {
+                        label: Some(format!(
+                            "{} ({}){inside}",
+                            m.part.describe(),
+                            m.part.disk.display()
+                        )),
+                        ..scan_store(s)
+                    }
+                })
+            })
+            .collect()
     }
 
     /// A fresh look at the disks, and at the stores when `stores` (reading every
     /// manifest and map is too slow to repeat every few seconds).
     pub fn snapshot(&mut self, stores: bool) -> Action {
-        if stores || self.stores.is_none() {
-            self.stamps = store_stamps(&self.store_paths);
+        let disks = self.disks.disks();
+        let busy = self.busy();
+        let found = match &mut self.disk_stores {
+            Some(ds) => ds.sync(&disks, &busy),
+            None => vec![],
+        };
+        let disks_changed = !found.is_empty();
+        self.notes.extend(found);
+        if stores || disks_changed || self.stores.is_none() {
+            self.stamps = store_stamps(&self.all_store_paths());
             let mut rows: Vec<StoreRow> = self.store_paths.iter().map(|p| scan_store(p)).collect();
+            rows.extend(self.disk_store_rows());
             rows.extend(self.net.iter().map(NetStore::scan));
             self.stores = Some(rows);
         }
         Action::Refresh {
-            disks: self.disks.disks(),
+            disks,
             stores: self.stores.clone().unwrap_or_default(),
         }
     }
@@ -150,16 +218,31 @@ impl Runtime {
                 store,
                 image,
                 nodes,
-            } => vec![Action::Checked(check_targets(&store, &image, &nodes))],
+            } => {
+                self.planned_target = None;
+                let mut checks = check_targets(&store, &image, &nodes);
+                if let Some(ds) = &self.disk_stores {
+                    for c in checks.iter_mut() {
+                        if let Some(r) = ds.refusal(&c.node) {
+                            c.refusal = Some(r);
+                            c.note = None;
+                        }
+                    }
+                }
+                vec![Action::Checked(checks)]
+            }
             Effect::PreviewCapture(source) => vec![Action::CapturePreviewed {
                 preview: ops::preview_capture(&source).map_err(|e| e.to_string()),
                 source,
             }],
-            Effect::PlanRestore(req) => vec![Action::Planned(
-                ops::plan_restore(&req)
-                    .map(|p| confirm_view(&p))
-                    .map_err(|e| e.to_string()),
-            )],
+            Effect::PlanRestore(req) => {
+                self.planned_target = Some(req.target.clone());
+                vec![Action::Planned(
+                    ops::plan_restore(&req)
+                        .map(|p| confirm_view(&p))
+                        .map_err(|e| e.to_string()),
+                )]
+            }
             Effect::ConnectStore { location, password } => {
                 let (tx, rx) = mpsc::channel();
                 let loc = location.clone();
@@ -190,6 +273,27 @@ impl Runtime {
                         }),
                     })];
                 }
+                match &spec {
+                    JobSpec::Restore { req, .. } => self.job_target = Some(req.target.clone()),
+                    JobSpec::Capture(req) => {
+                        let writable = match &mut self.disk_stores {
+                            Some(ds) => ds.make_writable(&req.store),
+                            None => Ok(()),
+                        };
+                        if let Err(message) = writable {
+                            return vec![Action::Job(JobMsg::Done {
+                                at_ms: 0,
+                                outcome: Err(JobFailure {
+                                    kind: "refused".into(),
+                                    exit_code: ops::exit::REFUSED,
+                                    message,
+                                    advice: vec!["Nothing was written.".into()],
+                                }),
+                            })];
+                        }
+                    }
+                    JobSpec::Verify(_) => {}
+                }
                 self.job = Some(spawn(spec));
                 vec![]
             }
@@ -209,18 +313,20 @@ impl Runtime {
 
     /// The job's messages that arrived, without waiting, and a tick.
     pub fn poll(&mut self) -> Vec<Action> {
-        let mut out = self.connection(Duration::ZERO);
+        let mut out: Vec<Action> = self.notes.drain(..).map(Action::Note).collect();
+        out.extend(self.connection(Duration::ZERO));
         out.extend(self.collect(Duration::ZERO));
         out
     }
 
     /// Waits up to `timeout` for the job's next message, then drains the rest.
     pub fn wait(&mut self, timeout: Duration) -> Vec<Action> {
-        let mut out = self.connection(if self.job.is_some() {
+        let mut out: Vec<Action> = self.notes.drain(..).map(Action::Note).collect();
+        out.extend(self.connection(if self.job.is_some() {
             Duration::ZERO
         } else {
             timeout
-        });
+        }));
         out.extend(self.collect(timeout));
         out
     }
@@ -300,7 +406,16 @@ impl Runtime {
         }
         if !done {
             out.push(Action::Tick(job.start.elapsed().as_millis() as u64));
-        } else if let Some(h) = job.handle.take() {
+            return out;
+        }
+        self.job_target = None;
+        if let Some(ds) = &mut self.disk_stores {
+            out.extend(ds.make_read_only().into_iter().map(Action::Note));
+        }
+        let Some(job) = &mut self.job else {
+            return out;
+        };
+        if let Some(h) = job.handle.take() {
             if h.join().is_err() {
                 out.push(Action::Job(JobMsg::Done {
                     at_ms: job.start.elapsed().as_millis() as u64,

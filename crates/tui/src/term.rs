@@ -110,6 +110,13 @@ pub fn run(opts: Options) -> io::Result<Exit> {
     let (paths, remote) = split_stores(&opts.stores);
     let mut rt = Runtime::new(Box::new(DiscoveredDisks), paths);
     rt.interactive = true;
+    // Looking for stores on other disks mounts their partitions (read-only), which
+    // only root may do: the boot environment, or `sudo imprint tui`.
+    if rustix::process::geteuid().is_root() {
+        rt.disk_stores = Some(crate::diskstores::DiskStores::new(
+            crate::diskstores::MOUNT_BASE,
+        ));
+    }
     let mut app = App::new();
 
     let prev = std::panic::take_hook();

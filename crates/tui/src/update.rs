@@ -48,6 +48,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             job_msg(app, msg);
             return vec![];
         }
+        Action::Note(line) => {
+            log(app, line);
+            return vec![];
+        }
         Action::Tick(ms) => {
             if app.job_running() {
                 app.job.elapsed_ms = app.job.elapsed_ms.max(ms);

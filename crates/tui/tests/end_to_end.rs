@@ -2,11 +2,10 @@
 //! temporary store, jobs on the real worker thread, the typed confirmation.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
 use tui::model::StoreState;
 mod common;
 
-use common::file_disk;
+use common::{file_disk, pump_while};
 use tui::{dispatch, Action, App, FixedDisks, Runtime, Screen};
 
 /// 8 MiB: a fake MBR, data, a zero gap, more data at the end.
@@ -28,13 +27,7 @@ fn source_bytes() -> Vec<u8> {
 }
 
 fn run_until_result(app: &mut App, rt: &mut Runtime) {
-    let t0 = Instant::now();
-    while app.screen == Screen::Progress {
-        assert!(t0.elapsed() < Duration::from_secs(120), "job did not end");
-        for a in rt.wait(Duration::from_millis(200)) {
-            dispatch(app, rt, a);
-        }
-    }
+    pump_while(app, rt, |a| a.screen == Screen::Progress);
     assert_eq!(app.screen, Screen::Result);
 }
 

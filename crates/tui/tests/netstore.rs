@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 mod common;
 
-use common::file_disk;
+use common::{file_disk, pump_while};
 use tui::{dispatch, Action, App, FixedDisks, Runtime, Screen};
 
 /// nginx in the foreground serving `www` on 127.0.0.1; killed on drop.
@@ -98,13 +98,7 @@ fn connect_http(app: &mut App, rt: &mut Runtime, port: u16, path: &str) {
     type_text(app, rt, path);
     dispatch(app, rt, Action::Select);
     assert!(app.net.connecting.is_some(), "{:?}", app.net.error);
-    let t0 = Instant::now();
-    while app.net.connecting.is_some() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "no answer");
-        for a in rt.wait(Duration::from_millis(200)) {
-            dispatch(app, rt, a);
-        }
-    }
+    pump_while(app, rt, |a| a.net.connecting.is_some());
 }
 
 #[test]
@@ -192,13 +186,7 @@ fn an_http_store_added_on_the_form_lists_its_image_and_restores_it() {
     assert_eq!(app.screen, Screen::RestoreConfirm, "{:?}", app.popup);
     type_text(&mut app, &mut rt, "ERASE");
     dispatch(&mut app, &mut rt, Action::Select);
-    let t0 = Instant::now();
-    while app.screen == Screen::Progress {
-        assert!(t0.elapsed() < Duration::from_secs(120));
-        for a in rt.wait(Duration::from_millis(200)) {
-            dispatch(&mut app, &mut rt, a);
-        }
-    }
+    pump_while(&mut app, &mut rt, |a| a.screen == Screen::Progress);
     let r = app.result.clone().unwrap();
     assert!(r.outcome.is_ok(), "{:?}", r.outcome);
     assert!(

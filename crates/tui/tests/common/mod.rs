@@ -346,3 +346,17 @@ pub fn file_disk(path: &Path) -> DiskRow {
         in_use: vec![],
     }
 }
+
+/// Feeds the runtime's news to the App while `busy` holds (a job, a connection).
+pub fn pump_while(app: &mut App, rt: &mut tui::Runtime, busy: impl Fn(&App) -> bool) {
+    let t0 = std::time::Instant::now();
+    while busy(app) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(120),
+            "no answer from the runtime"
+        );
+        for a in rt.wait(std::time::Duration::from_millis(200)) {
+            tui::dispatch(app, rt, a);
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Stores on other disks' filesystems (issue 6, "stores on other disks"): every
+//! partition with a filesystem the kernel can mount is mounted read-only under
+//! `/run/imprint/disks/NAME` with options that replay no journal, looked into for an
+//! Imprint store (at its root or one folder down), and kept mounted only when it holds
+//! one. A partition that leaves (USB stick pulled) is detached; one that changes (size,
+//! filesystem) is probed again.
+//!
+//! Safety: only read-only mounts, never of a disk a job writes or the restore wizard
+//! has chosen; the store's filesystem becomes writable only for a capture into it, and
+//! read-only again after. A disk holding a store shown here is refused as a restore
+//! target by the interlocks (it is mounted); [`DiskStores::refusal`] says why in words.
+
+use crate::model::{DiskRow, STORE_MARKER};
+use rustix::mount::{MountFlags, UnmountFlags};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+/// Where partitions are mounted (the boot image's `/run` is a tmpfs).
+pub const MOUNT_BASE: &str = "/run/imprint/disks";
+
+/// The kernel filesystem and the mount options that read a filesystem without
+/// writing it: `noload`/`norecovery` skip journal replay, which a read-only mount of
+/// ext4, XFS or btrfs would otherwise do (writing the device). `None`: not probed.
+pub fn read_only_mount(fs: &str) -> Option<(&'static str, &'static str)> {
+    Some(match fs {
+        "ext2" | "ext3" | "ext4" => ("ext4", "noload"),
+        "vfat" | "fat" | "fat12" | "fat16" | "fat32" | "msdos" => ("vfat", ""),
+        "exfat" => ("exfat", ""),
+        "ntfs" | "ntfs3" => ("ntfs3", ""),
+        "xfs" => ("xfs", "norecovery"),
+        "btrfs" => ("btrfs", "rescue=nologreplay"),
+        _ => return None,
+    })
+}
+
+/// A partition that may hold a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub disk: PathBuf,
+    pub node: PathBuf,
+    /// Kernel name (`sdc1`): the mount directory's name.
+    pub name: String,
+    /// As discovery names it (`ext4`, `vfat`, ...).
+    pub fs: String,
+    pub label: Option<String>,
+    pub size: u64,
+}
+
+impl Candidate {
+    /// `sdc1 ext4 "DATA"`.
+    pub fn describe(&self) -> String {
+        let mut s = format!("{} {}", self.name, self.fs);
+        if let Some(l) = &self.label {
+            s.push_str(&format!(" \"{l}\""));
+        }
+        s
+    }
+}
+
+/// The partitions worth probing: a filesystem [`read_only_mount`] knows, a kernel
+/// node, nothing using it (a mount elsewhere, swap, a RAID or LVM holder), and not on
+/// a `busy` disk (the one a job writes or the restore wizard chose).
+pub fn candidates(disks: &[DiskRow], busy: &[PathBuf]) -> Vec<Candidate> {
+    disks
+        .iter()
+        .filter(|d| !busy.contains(&d.node) && d.in_use.is_empty())
+        .flat_map(|d| {
+            d.partitions.iter().filter_map(move |p| {
+                let fs = p.fs.as_deref()?;
+                read_only_mount(fs)?;
+                if !p.in_use.is_empty() || p.name.starts_with('#') || p.name.contains('/') {
+                    return None;
+                }
+                Some(Candidate {
+                    disk: d.node.clone(),
+                    node: Path::new("/dev").join(&p.name),
+                    name: p.name.clone(),
+                    fs: fs.to_string(),
+                    label: p.label.clone(),
+                    size: p.size,
+                })
+            })
+        })
+        .collect()
+}
+
+/// True when `mounted` (a partition Imprint mounted) is still the partition now listed
+/// as `now`: same node, filesystem and size. Our own mount shows in its in-use marks.
+fn same_partition(mounted: &Candidate, disks: &[DiskRow]) -> bool {
+    disks.iter().any(|d| {
+        d.node == mounted.disk
+            && d.partitions.iter().any(|p| {
+                p.name == mounted.name
+                    && p.size == mounted.size
+                    && p.fs.as_deref() == Some(mounted.fs.as_str())
+            })
+    })
+}
+
+/// Store directories inside a mounted filesystem: its root, or folders one level down.
+pub fn find_stores(root: &Path) -> Vec<PathBuf> {
+    if root.join(STORE_MARKER).is_file() {
+        return vec![root.to_owned()];
+    }
+    let mut v: Vec<PathBuf> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && p.join(STORE_MARKER).is_file())
+        .collect();
+    v.sort();
+    v
+}
+
+/// One mounted partition holding stores.
+#[derive(Debug)]
+pub struct Mounted {
+    pub part: Candidate,
+    pub mountpoint: PathBuf,
+    pub stores: Vec<PathBuf>,
+    pub writable: bool,
+}
+
+/// The partitions Imprint mounted, and those it looked into and let go.
+#[derive(Debug)]
+pub struct DiskStores {
+    base: PathBuf,
+    pub mounted: Vec<Mounted>,
+    /// Probed: no store, or not mountable (with why). Probed again when they change.
+    passed: Vec<(Candidate, Option<String>)>,
+}
+
+impl DiskStores {
+    pub fn new(base: impl Into<PathBuf>) -> DiskStores {
+        DiskStores {
+            base: base.into(),
+            mounted: Vec::new(),
+            passed: Vec::new(),
+        }
+    }
+
+    /// Detaches what left, probes what is new. Returns log lines (empty: no change).
+    pub fn sync(&mut self, disks: &[DiskRow], busy: &[PathBuf]) -> Vec<String> {
+        let mut log = Vec::new();
+        let mut keep = Vec::new();
+        for m in std::mem::take(&mut self.mounted) {
+            if same_partition(&m.part, disks) {
+                keep.push(m);
+            } else {
+                // The stick was pulled (or the partition changed): a lazy detach, as
+                // the device may be gone; nothing of ours has a file open on it.
+                let _ = rustix::mount::unmount(&m.mountpoint, UnmountFlags::DETACH);
+                let _ = std::fs::remove_dir(&m.mountpoint);
+                log.push(format!(
+                    "store on {} gone: {} unmounted",
+                    m.part.describe(),
+                    m.mountpoint.display()
+                ));
+            }
+        }
+        self.mounted = keep;
+        let now = candidates(disks, busy);
+        self.passed.retain(|(c, _)| now.contains(c));
+        for c in now {
+            let known = self.mounted.iter().any(|m| m.part.node == c.node)
+                || self.passed.iter().any(|(p, _)| *p == c);
+            if known {
+                continue;
+            }
+            match self.probe(&c) {
+                Ok(Some(m)) => {
+                    log.push(format!(
+                        "store found on {} ({}), mounted read-only at {}",
+                        c.describe(),
+                        c.disk.display(),
+                        m.mountpoint.display()
+                    ));
+                    self.mounted.push(m);
+                }
+                Ok(None) => self.passed.push((c, None)),
+                Err(e) => {
+                    log.push(format!("looking for a store on {}: {e}", c.describe()));
+                    self.passed.push((c, Some(e)));
+                }
+            }
+        }
+        log
+    }
+
+    /// Mounts `c` read-only, keeps it when it holds a store.
+    fn probe(&self, c: &Candidate) -> Result<Option<Mounted>, String> {
+        let (fstype, opts) = read_only_mount(&c.fs).ok_or("not a filesystem Imprint reads")?;
+        let mountpoint = self.base.join(&c.name);
+        std::fs::create_dir_all(&mountpoint)
+            .map_err(|e| format!("creating {}: {e}", mountpoint.display()))?;
+        if let Err(e) = mount(&c.node, &mountpoint, fstype, opts, false) {
+            let _ = std::fs::remove_dir(&mountpoint);
+            return Err(format!("mounting {} read-only: {e}", c.node.display()));
+        }
+        let stores = find_stores(&mountpoint);
+        if stores.is_empty() {
+            let _ = rustix::mount::unmount(&mountpoint, UnmountFlags::empty());
+            let _ = std::fs::remove_dir(&mountpoint);
+            return Ok(None);
+        }
+        Ok(Some(Mounted {
+            part: c.clone(),
+            mountpoint,
+            stores,
+            writable: false,
+        }))
+    }
+
+    /// The mount holding store directory `store`, if it is one of ours.
+    pub fn holding(&self, store: &Path) -> Option<&Mounted> {
+        self.mounted
+            .iter()
+            .find(|m| store.starts_with(&m.mountpoint))
+    }
+
+    /// Makes the filesystem holding `store` writable for a capture: unmounted and
+    /// mounted again read-write (an ext4 mounted with `noload` cannot be remounted
+    /// read-write). A store not on a disk Imprint mounted is left alone.
+    pub fn make_writable(&mut self, store: &Path) -> Result<(), String> {
+        let Some(m) = self
+            .mounted
+            .iter_mut()
+            .find(|m| store.starts_with(&m.mountpoint))
+        else {
+            return Ok(());
+        };
+        if m.writable {
+            return Ok(());
+        }
+        let (fstype, ro_opts) = read_only_mount(&m.part.fs).unwrap_or(("", ""));
+        rustix::mount::unmount(&m.mountpoint, UnmountFlags::empty()).map_err(|e| {
+            format!(
+                "the store's filesystem {} is busy ({e}); try again",
+                m.mountpoint.display()
+            )
+        })?;
+        // Default options: the journal is replayed, as any writer must.
+        if let Err(e) = mount(&m.part.node, &m.mountpoint, fstype, "", true) {
+            // Back to how it was, so the store stays listed.
+            let _ = mount(&m.part.node, &m.mountpoint, fstype, ro_opts, false);
+            return Err(format!(
+                "{} cannot be mounted for writing ({e}): the filesystem may need a check \
+                 (fsck) or be write-protected; choose another store",
+                m.part.describe()
+            ));
+        }
+        m.writable = true;
+        Ok(())
+    }
+
+    /// Every filesystem made writable for a capture goes back to read-only.
+    pub fn make_read_only(&mut self) -> Vec<String> {
+        let mut log = Vec::new();
+        for m in self.mounted.iter_mut().filter(|m| m.writable) {
+            let flags = MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV;
+            match rustix::mount::mount_remount(&m.mountpoint, flags, "") {
+                Ok(()) => m.writable = false,
+                Err(e) => log.push(format!(
+                    "{} stays writable: remounting read-only failed ({e})",
+                    m.mountpoint.display()
+                )),
+            }
+        }
+        log
+    }
+
+    /// Why the interlocks refuse `disk` in words, when a store shown here is on it.
+    pub fn refusal(&self, disk: &Path) -> Option<String> {
+        let m = self.mounted.iter().find(|m| m.part.disk == disk)?;
+        Some(format!(
+            "it holds the image store on {} (mounted read-only by Imprint at {} to list its \
+             images), and Imprint never writes a disk whose store it shows; choose another disk",
+            m.part.describe(),
+            m.mountpoint.display()
+        ))
+    }
+}
+
+impl Drop for DiskStores {
+    fn drop(&mut self) {
+        for m in &self.mounted {
+            if rustix::mount::unmount(&m.mountpoint, UnmountFlags::empty()).is_err() {
+                let _ = rustix::mount::unmount(&m.mountpoint, UnmountFlags::DETACH);
+            }
+            let _ = std::fs::remove_dir(&m.mountpoint);
+        }
+    }
+}
+
+fn mount(
+    node: &Path,
+    at: &Path,
+    fstype: &str,
+    opts: &str,
+    writable: bool,
+) -> Result<(), rustix::io::Errno> {
+    let data = CString::new(opts).map_err(|_| rustix::io::Errno::INVAL)?;
+    let mut flags = MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    if !writable {
+        flags |= MountFlags::RDONLY;
+    }
+    rustix::mount::mount(node, at, fstype, flags, data.as_c_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::PartRow;
+
+    fn part(name: &str, fs: &str, in_use: &[&str]) -> PartRow {
+        PartRow {
+            name: name.into(),
+            size: 1 << 30,
+            fs: (!fs.is_empty()).then(|| fs.into()),
+            label: None,
+            in_use: in_use.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn disk(node: &str, parts: Vec<PartRow>) -> DiskRow {
+        DiskRow {
+            node: node.into(),
+            size: 8 << 30,
+            model: None,
+            serial: None,
+            bus: "usb".into(),
+            removable: true,
+            partitions: parts,
+            in_use: vec![],
+        }
+    }
+
+    #[test]
+    fn only_unused_partitions_with_a_known_filesystem_are_probed() {
+        let disks = vec![
+            disk(
+                "/dev/sdb",
+                vec![
+                    part("sdb1", "vfat", &[]),
+                    part("sdb2", "ext4", &["mounted /"]),
+                    part("sdb3", "swap", &[]),
+                    part("sdb4", "", &[]),
+                    part("sdb5", "ntfs", &[]),
+                ],
+            ),
+            disk("/dev/sdc", vec![part("sdc1", "exfat", &[])]),
+        ];
+        let names: Vec<String> = candidates(&disks, &[])
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["sdb1", "sdb5", "sdc1"]);
+        assert_eq!(candidates(&disks, &[])[0].node, Path::new("/dev/sdb1"));
+    }
+
+    #[test]
+    fn a_busy_disk_is_never_probed() {
+        let disks = vec![
+            disk("/dev/sdb", vec![part("sdb1", "ext4", &[])]),
+            disk("/dev/sdc", vec![part("sdc1", "ext4", &[])]),
+        ];
+        let c = candidates(&disks, &["/dev/sdb".into()]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].disk, Path::new("/dev/sdc"));
+    }
+
+    #[test]
+    fn a_disk_held_as_a_whole_is_not_probed() {
+        let mut d = disk("/dev/sdb", vec![part("sdb1", "ext4", &[])]);
+        d.in_use = vec!["held by md127".into()];
+        assert!(candidates(&[d], &[]).is_empty());
+    }
+
+    #[test]
+    fn journals_are_never_replayed_by_a_probe() {
+        assert_eq!(read_only_mount("ext3"), Some(("ext4", "noload")));
+        assert_eq!(read_only_mount("xfs"), Some(("xfs", "norecovery")));
+        assert_eq!(read_only_mount("ntfs"), Some(("ntfs3", "")));
+        assert_eq!(read_only_mount("swap"), None);
+        assert_eq!(read_only_mount("LVM2_member"), None);
+    }
+
+    #[test]
+    fn a_partition_that_changed_or_left_is_not_the_one_mounted() {
+        let c = Candidate {
+            disk: "/dev/sdb".into(),
+            node: "/dev/sdb1".into(),
+            name: "sdb1".into(),
+            fs: "ext4".into(),
+            label: None,
+            size: 1 << 30,
+        };
+        let mut disks = vec![disk(
+            "/dev/sdb",
+            vec![part("sdb1", "ext4", &["mounted /run/imprint/disks/sdb1"])],
+        )];
+        assert!(same_partition(&c, &disks), "our own mount does not count");
+        disks[0].partitions[0].size = 2 << 30;
+        assert!(!same_partition(&c, &disks));
+        assert!(!same_partition(&c, &[]));
+    }
+
+    #[test]
+    fn stores_are_found_at_the_root_or_one_folder_down() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(find_stores(d.path()).is_empty());
+        for sub in ["imprint", "other/deeper"] {
+            std::fs::create_dir_all(d.path().join(sub)).unwrap();
+            std::fs::write(d.path().join(sub).join(STORE_MARKER), "{}").unwrap();
+        }
+        assert_eq!(find_stores(d.path()), [d.path().join("imprint")]);
+        std::fs::write(d.path().join(STORE_MARKER), "{}").unwrap();
+        assert_eq!(find_stores(d.path()), [d.path().to_owned()]);
+    }
+}

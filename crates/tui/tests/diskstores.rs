@@ -1,0 +1,267 @@
+//! Stores on other disks, for real: ext4 filesystems made with mkfs.ext4 on loop
+//! devices (needs root, losetup, mkfs.ext4, e2fsck). The runtime mounts the one holding
+//! a store read-only (and lets the other go), lists its images, refuses its disk as a
+//! restore target in words, makes it writable only for a capture into it and
+//! read-only again after, and unmounts it when the disk leaves.
+
+mod common;
+
+use common::{file_disk, pump_while};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use tui::diskstores::DiskStores;
+use tui::model::DiskSource;
+use tui::{dispatch, Action, App, DiskRow, PartRow, Runtime, Screen};
+
+/// Disks a test can plug and pull.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<DiskRow>>>);
+
+impl DiskSource for Shared {
+    fn disks(&self) -> Vec<DiskRow> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A loop device, detached by name when dropped.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &Path) -> Loop {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Loop(String::from_utf8(out.stdout).unwrap().trim().to_string())
+    }
+
+    /// The loop device as discovery lists it: a disk whose one "partition" is itself.
+    fn disk(&self, size: u64) -> DiskRow {
+        let name = self.0.trim_start_matches("/dev/").to_string();
+        DiskRow {
+            node: PathBuf::from(&self.0),
+            size,
+            model: Some("Loop stick".into()),
+            serial: None,
+            bus: "usb".into(),
+            removable: true,
+            partitions: vec![PartRow {
+                name,
+                size,
+                fs: Some("ext4".into()),
+                label: Some("STICK".into()),
+                in_use: vec![],
+            }],
+            in_use: vec![],
+        }
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().expect(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The options of the mount at `at` in /proc/self/mountinfo, if mounted.
+fn mount_options(at: &Path) -> Option<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        (Path::new(f[4]) == at).then(|| f[5].to_string())
+    })
+}
+
+#[test]
+fn a_store_on_another_disk_is_found_listed_protected_written_and_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A 4 MiB source disk captured into a store inside the filesystem's "imprint" folder.
+    let src = d.join("source.img");
+    std::fs::write(
+        &src,
+        (0..4u32 << 20)
+            .map(|i| (i / 512 % 13) as u8)
+            .collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let content = d.join("content");
+    let capture = |name: &str, store: &Path| {
+        ops::capture(
+            &ops::CaptureRequest {
+                source: src.clone(),
+                store: store.to_owned(),
+                name: name.into(),
+                description: String::new(),
+                level: 3,
+                chunk_size: imaging::DEFAULT_CHUNK_SIZE,
+                force: false,
+                threads: 0,
+            },
+            &mut imaging::NullSink,
+        )
+        .unwrap()
+    };
+    capture("golden", &content.join("imprint"));
+    let with_store = d.join("stick.img");
+    let without = d.join("other.img");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    run(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-L",
+            "STICK",
+            "-d",
+            &path(&content),
+            &path(&with_store),
+            "64M",
+        ],
+    );
+    run("mkfs.ext4", &["-q", "-F", &path(&without), "32M"]);
+    let stick = Loop::attach(&with_store);
+    let other = Loop::attach(&without);
+    let target = d.join("target.img");
+    std::fs::write(&target, vec![0u8; 8 << 20]).unwrap();
+
+    let disks = Shared::default();
+    *disks.0.lock().unwrap() = vec![
+        stick.disk(64 << 20),
+        other.disk(32 << 20),
+        file_disk(&target),
+    ];
+    let base = d.join("mnt");
+    let mut rt = Runtime::new(Box::new(disks.clone()), Vec::new());
+    rt.disk_stores = Some(DiskStores::new(&base));
+    let mut app = App::new();
+    let snap = rt.snapshot(true);
+    dispatch(&mut app, &mut rt, snap);
+    for a in rt.poll() {
+        dispatch(&mut app, &mut rt, a);
+    }
+
+    // Found: mounted read-only without journal replay, listed with its image.
+    let stick_name = stick.0.trim_start_matches("/dev/");
+    let other_name = other.0.trim_start_matches("/dev/");
+    let at = base.join(stick_name);
+    let opts = mount_options(&at).expect("the stick holding a store stays mounted");
+    assert!(opts.split(',').any(|o| o == "ro"), "{opts}");
+    assert_eq!(
+        mount_options(&base.join(other_name)),
+        None,
+        "no store: let go"
+    );
+    assert!(!base.join(other_name).exists());
+    assert_eq!(app.stores.len(), 1, "{:?}", app.stores);
+    let row = app.stores[0].clone();
+    assert_eq!(row.path, at.join("imprint"));
+    assert_eq!(
+        row.name(),
+        format!("{stick_name} ext4 \"STICK\" ({}) /imprint", stick.0)
+    );
+    assert_eq!(row.images()[0].name, "golden");
+    assert!(
+        app.log.iter().any(|l| l.contains("store found on")),
+        "{:?}",
+        app.log
+    );
+
+    // The restore target list refuses the stick's disk, saying why.
+    dispatch(&mut app, &mut rt, Action::Restore);
+    dispatch(&mut app, &mut rt, Action::Select);
+    dispatch(&mut app, &mut rt, Action::Select);
+    assert_eq!(app.screen, Screen::RestoreTarget);
+    let check = |n: &str| {
+        app.restore
+            .checks
+            .iter()
+            .find(|c| c.node == Path::new(n))
+            .cloned()
+            .unwrap()
+    };
+    let r = check(&stick.0).refusal.unwrap();
+    assert!(r.contains("mounted read-only by Imprint"), "{r}");
+    assert_eq!(check(target.to_str().unwrap()).refusal, None);
+    dispatch(&mut app, &mut rt, Action::Back);
+    dispatch(&mut app, &mut rt, Action::Back);
+    dispatch(&mut app, &mut rt, Action::Back);
+    assert_eq!(app.screen, Screen::Home);
+
+    // A capture into it: writable for the job, read-only again after.
+    let disks_now = disks.0.lock().unwrap().clone();
+    let src_row = file_disk(&src);
+    disks.0.lock().unwrap().push(src_row);
+    let snap = rt.snapshot(false);
+    dispatch(&mut app, &mut rt, snap);
+    dispatch(&mut app, &mut rt, Action::Capture);
+    for _ in 0..disks_now.len() {
+        dispatch(&mut app, &mut rt, Action::Down);
+    }
+    dispatch(&mut app, &mut rt, Action::Select);
+    assert_eq!(app.screen, Screen::CaptureStore, "{:?}", app.status);
+    dispatch(&mut app, &mut rt, Action::Select);
+    for c in "second".chars() {
+        dispatch(&mut app, &mut rt, Action::Input(c));
+    }
+    dispatch(&mut app, &mut rt, Action::Select);
+    dispatch(&mut app, &mut rt, Action::Select);
+    assert_eq!(app.screen, Screen::CaptureSummary);
+    dispatch(&mut app, &mut rt, Action::Select);
+    assert_eq!(app.screen, Screen::Progress, "{:?}", app.status);
+    assert!(mount_options(&at).unwrap().split(',').any(|o| o == "rw"));
+    pump_while(&mut app, &mut rt, |a| a.screen == Screen::Progress);
+    let res = app.result.clone().unwrap();
+    assert!(res.outcome.is_ok(), "{:?}", res.outcome);
+    let opts = mount_options(&at).unwrap();
+    assert!(
+        opts.split(',').any(|o| o == "ro"),
+        "read-only again: {opts}"
+    );
+    dispatch(&mut app, &mut rt, Action::Select);
+    let snap = rt.snapshot(true);
+    dispatch(&mut app, &mut rt, snap);
+    let names: Vec<String> = app.stores[0]
+        .images()
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    assert_eq!(names, ["golden", "second"]);
+
+    // Pulled out: unmounted, gone from the list; the filesystem is clean.
+    disks
+        .0
+        .lock()
+        .unwrap()
+        .retain(|d| d.node != Path::new(&stick.0));
+    let snap = rt.snapshot(false);
+    dispatch(&mut app, &mut rt, snap);
+    for a in rt.poll() {
+        dispatch(&mut app, &mut rt, a);
+    }
+    assert!(app.stores.is_empty(), "{:?}", app.stores);
+    assert_eq!(mount_options(&at), None);
+    assert!(
+        app.log.iter().any(|l| l.contains("unmounted")),
+        "{:?}",
+        app.log
+    );
+    drop(rt);
+    run("e2fsck", &["-fn", &stick.0]);
+}
