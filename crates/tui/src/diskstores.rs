@@ -18,19 +18,14 @@ use std::path::{Path, PathBuf};
 /// Where partitions are mounted (the boot image's `/run` is a tmpfs).
 pub const MOUNT_BASE: &str = "/run/imprint/disks";
 
-/// The kernel filesystem and the mount options that read a filesystem without
-/// writing it: `noload`/`norecovery` skip journal replay, which a read-only mount of
-/// ext4, XFS or btrfs would otherwise do (writing the device). `None`: not probed.
-pub fn read_only_mount(fs: &str) -> Option<(&'static str, &'static str)> {
-    Some(match fs {
-        "ext2" | "ext3" | "ext4" => ("ext4", "noload"),
-        "vfat" | "fat" | "fat12" | "fat16" | "fat32" | "msdos" => ("vfat", ""),
-        "exfat" => ("exfat", ""),
-        "ntfs" | "ntfs3" => ("ntfs3", ""),
-        "xfs" => ("xfs", "norecovery"),
-        "btrfs" => ("btrfs", "rescue=nologreplay"),
-        _ => return None,
-    })
+/// The kernel filesystem and the mount(2) options that read a filesystem without
+/// writing it (journal replay skipped), as `imprint mount` uses them
+/// (`browse::parts::mount_type`); `None`: not probed.
+pub fn read_only_mount(fs: &str) -> Option<(&'static str, String)> {
+    let (fstype, opts) = browse::parts::mount_type(fs)?;
+    // `ro` is the RDONLY flag of mount(2), not filesystem data.
+    let data: Vec<&str> = opts.split(',').filter(|o| *o != "ro").collect();
+    Some((fstype, data.join(",")))
 }
 
 /// A partition that may hold a store.
@@ -191,6 +186,7 @@ impl DiskStores {
     /// Mounts `c` read-only, keeps it when it holds a store.
     fn probe(&self, c: &Candidate) -> Result<Option<Mounted>, String> {
         let (fstype, opts) = read_only_mount(&c.fs).ok_or("not a filesystem Imprint reads")?;
+        let opts = opts.as_str();
         let mountpoint = self.base.join(&c.name);
         std::fs::create_dir_all(&mountpoint)
             .map_err(|e| format!("creating {}: {e}", mountpoint.display()))?;
@@ -233,17 +229,22 @@ impl DiskStores {
         if m.writable {
             return Ok(());
         }
-        let (fstype, ro_opts) = read_only_mount(&m.part.fs).unwrap_or(("", ""));
+        let (fstype, ro_opts) = read_only_mount(&m.part.fs).unwrap_or_default();
         rustix::mount::unmount(&m.mountpoint, UnmountFlags::empty()).map_err(|e| {
             format!(
                 "the store's filesystem {} is busy ({e}); try again",
                 m.mountpoint.display()
             )
         })?;
-        // Default options: the journal is replayed, as any writer must.
-        if let Err(e) = mount(&m.part.node, &m.mountpoint, fstype, "", true) {
+        // The journal is replayed, as any writer must; FAT keeps its charset.
+        let rw_opts = if fstype == "vfat" {
+            "iocharset=utf8"
+        } else {
+            ""
+        };
+        if let Err(e) = mount(&m.part.node, &m.mountpoint, fstype, rw_opts, true) {
             // Back to how it was, so the store stays listed.
-            let _ = mount(&m.part.node, &m.mountpoint, fstype, ro_opts, false);
+            let _ = mount(&m.part.node, &m.mountpoint, fstype, &ro_opts, false);
             return Err(format!(
                 "{} cannot be mounted for writing ({e}): the filesystem may need a check \
                  (fsck) or be write-protected; choose another store",
@@ -305,7 +306,19 @@ fn mount(
     if !writable {
         flags |= MountFlags::RDONLY;
     }
-    rustix::mount::mount(node, at, fstype, flags, data.as_c_str())
+    let try_mount = || rustix::mount::mount(node, at, fstype, flags, data.as_c_str());
+    match try_mount() {
+        // The boot environment loads filesystem modules on demand (as ops::locations
+        // does for cifs and nfs).
+        Err(rustix::io::Errno::NODEV) => {
+            let _ = std::process::Command::new("modprobe")
+                .args(["-q", fstype])
+                .stdin(std::process::Stdio::null())
+                .status();
+            try_mount()
+        }
+        r => r,
+    }
 }
 
 #[cfg(test)]
@@ -379,9 +392,13 @@ mod tests {
 
     #[test]
     fn journals_are_never_replayed_by_a_probe() {
-        assert_eq!(read_only_mount("ext3"), Some(("ext4", "noload")));
-        assert_eq!(read_only_mount("xfs"), Some(("xfs", "norecovery")));
-        assert_eq!(read_only_mount("ntfs"), Some(("ntfs3", "")));
+        assert_eq!(read_only_mount("ext3"), Some(("ext4", "noload".into())));
+        assert_eq!(read_only_mount("xfs"), Some(("xfs", "norecovery".into())));
+        assert_eq!(read_only_mount("ntfs"), Some(("ntfs3", String::new())));
+        assert_eq!(
+            read_only_mount("vfat"),
+            Some(("vfat", "iocharset=utf8".into()))
+        );
         assert_eq!(read_only_mount("swap"), None);
         assert_eq!(read_only_mount("LVM2_member"), None);
     }
