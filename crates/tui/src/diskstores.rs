@@ -54,8 +54,14 @@ impl Candidate {
 
 /// The partitions worth probing: a filesystem [`read_only_mount`] knows, a kernel
 /// node, nothing using it (a mount elsewhere, swap, a RAID or LVM holder), and not on
-/// a `busy` disk (the one a job writes or the restore wizard chose).
-pub fn candidates(disks: &[DiskRow], busy: &[PathBuf]) -> Vec<Candidate> {
+/// a `busy` disk (the one a job writes or the restore wizard chose). A partition
+/// already mounted at `base/NAME` (by this or another Imprint TUI: tty1 and the serial
+/// console run one each) comes with that mount point, to be listed, not probed.
+pub fn candidates(
+    disks: &[DiskRow],
+    busy: &[PathBuf],
+    base: &Path,
+) -> Vec<(Candidate, Option<PathBuf>)> {
     disks
         .iter()
         .filter(|d| !busy.contains(&d.node) && d.in_use.is_empty())
@@ -63,17 +69,26 @@ pub fn candidates(disks: &[DiskRow], busy: &[PathBuf]) -> Vec<Candidate> {
             d.partitions.iter().filter_map(move |p| {
                 let fs = p.fs.as_deref()?;
                 read_only_mount(fs)?;
-                if !p.in_use.is_empty() || p.name.starts_with('#') || p.name.contains('/') {
+                if p.name.starts_with('#') || p.name.contains('/') {
                     return None;
                 }
-                Some(Candidate {
+                let ours = base.join(&p.name);
+                let at = match p.in_use.as_slice() {
+                    [] => None,
+                    [u] if u.strip_prefix("mounted ").map(Path::new) == Some(ours.as_path()) => {
+                        Some(ours)
+                    }
+                    _ => return None,
+                };
+                let c = Candidate {
                     disk: d.node.clone(),
                     node: Path::new("/dev").join(&p.name),
                     name: p.name.clone(),
                     fs: fs.to_string(),
                     label: p.label.clone(),
                     size: p.size,
-                })
+                };
+                Some((c, at))
             })
         })
         .collect()
@@ -115,6 +130,9 @@ pub struct Mounted {
     pub mountpoint: PathBuf,
     pub stores: Vec<PathBuf>,
     pub writable: bool,
+    /// Mounted by this process (else found mounted by another Imprint TUI): only
+    /// this process unmounts it when it exits.
+    pub owned: bool,
 }
 
 /// The partitions Imprint mounted, and those it looked into and let go.
@@ -139,9 +157,15 @@ impl DiskStores {
     pub fn sync(&mut self, disks: &[DiskRow], busy: &[PathBuf]) -> Vec<String> {
         let mut log = Vec::new();
         let mut keep = Vec::new();
+        let now = candidates(disks, busy, &self.base);
         for m in std::mem::take(&mut self.mounted) {
-            if same_partition(&m.part, disks) {
+            let still_there = now
+                .iter()
+                .any(|(c, at)| c.node == m.part.node && at.as_ref() == Some(&m.mountpoint));
+            if same_partition(&m.part, disks) && (m.owned || still_there) {
                 keep.push(m);
+            } else if same_partition(&m.part, disks) {
+                // The other TUI let it go (it exited): probed again below.
             } else {
                 // The stick was pulled (or the partition changed): a lazy detach, as
                 // the device may be gone; nothing of ours has a file open on it.
@@ -155,12 +179,31 @@ impl DiskStores {
             }
         }
         self.mounted = keep;
-        let now = candidates(disks, busy);
-        self.passed.retain(|(c, _)| now.contains(c));
-        for c in now {
-            let known = self.mounted.iter().any(|m| m.part.node == c.node)
-                || self.passed.iter().any(|(p, _)| *p == c);
-            if known {
+        self.passed.retain(|(c, _)| now.iter().any(|(n, _)| n == c));
+        for (c, at) in now {
+            if self.mounted.iter().any(|m| m.part.node == c.node) {
+                continue;
+            }
+            if let Some(at) = at {
+                // Mounted by the other TUI. No store (yet): its probe is under way.
+                let stores = find_stores(&at);
+                if !stores.is_empty() {
+                    log.push(format!(
+                        "store on {} listed from {}",
+                        c.describe(),
+                        at.display()
+                    ));
+                    self.mounted.push(Mounted {
+                        part: c,
+                        mountpoint: at,
+                        stores,
+                        writable: false,
+                        owned: false,
+                    });
+                }
+                continue;
+            }
+            if self.passed.iter().any(|(p, _)| *p == c) {
                 continue;
             }
             match self.probe(&c) {
@@ -205,6 +248,7 @@ impl DiskStores {
             mountpoint,
             stores,
             writable: false,
+            owned: true,
         }))
     }
 
@@ -252,6 +296,7 @@ impl DiskStores {
             ));
         }
         m.writable = true;
+        m.owned = true;
         Ok(())
     }
 
@@ -285,7 +330,7 @@ impl DiskStores {
 
 impl Drop for DiskStores {
     fn drop(&mut self) {
-        for m in &self.mounted {
+        for m in self.mounted.iter().filter(|m| m.owned) {
             if rustix::mount::unmount(&m.mountpoint, UnmountFlags::empty()).is_err() {
                 let _ = rustix::mount::unmount(&m.mountpoint, UnmountFlags::DETACH);
             }
@@ -364,12 +409,16 @@ mod tests {
             ),
             disk("/dev/sdc", vec![part("sdc1", "exfat", &[])]),
         ];
-        let names: Vec<String> = candidates(&disks, &[])
+        let base = Path::new(MOUNT_BASE);
+        let names: Vec<String> = candidates(&disks, &[], base)
             .into_iter()
-            .map(|c| c.name)
+            .map(|(c, _)| c.name)
             .collect();
         assert_eq!(names, ["sdb1", "sdb5", "sdc1"]);
-        assert_eq!(candidates(&disks, &[])[0].node, Path::new("/dev/sdb1"));
+        assert_eq!(
+            candidates(&disks, &[], base)[0].0.node,
+            Path::new("/dev/sdb1")
+        );
     }
 
     #[test]
@@ -378,16 +427,31 @@ mod tests {
             disk("/dev/sdb", vec![part("sdb1", "ext4", &[])]),
             disk("/dev/sdc", vec![part("sdc1", "ext4", &[])]),
         ];
-        let c = candidates(&disks, &["/dev/sdb".into()]);
+        let c = candidates(&disks, &["/dev/sdb".into()], Path::new(MOUNT_BASE));
         assert_eq!(c.len(), 1);
-        assert_eq!(c[0].disk, Path::new("/dev/sdc"));
+        assert_eq!(c[0].0.disk, Path::new("/dev/sdc"));
     }
 
     #[test]
     fn a_disk_held_as_a_whole_is_not_probed() {
         let mut d = disk("/dev/sdb", vec![part("sdb1", "ext4", &[])]);
         d.in_use = vec!["held by md127".into()];
-        assert!(candidates(&[d], &[]).is_empty());
+        assert!(candidates(&[d], &[], Path::new(MOUNT_BASE)).is_empty());
+    }
+
+    #[test]
+    fn a_partition_mounted_by_the_other_tui_is_listed_from_its_mount() {
+        let base = Path::new(MOUNT_BASE);
+        let disks = vec![disk(
+            "/dev/sdb",
+            vec![
+                part("sdb1", "ext4", &["mounted /run/imprint/disks/sdb1"]),
+                part("sdb2", "ext4", &["mounted /media/x"]),
+            ],
+        )];
+        let c = candidates(&disks, &[], base);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].1.as_deref(), Some(base.join("sdb1").as_path()));
     }
 
     #[test]

@@ -183,6 +183,20 @@ fn a_store_on_another_disk_is_found_listed_protected_written_and_released() {
         app.log
     );
 
+    // The other console's TUI sees the partition mounted there (as discovery reports
+    // it) and lists the store from that mount; it leaves the mount alone on exit.
+    let mut seen = disks.0.lock().unwrap().clone();
+    seen[0].partitions[0].in_use = vec![format!("mounted {}", at.display())];
+    let mut rt2 = Runtime::new(Box::new(Shared(Arc::new(Mutex::new(seen)))), Vec::new());
+    rt2.disk_stores = Some(DiskStores::new(&base));
+    let mut app2 = App::new();
+    let snap = rt2.snapshot(true);
+    dispatch(&mut app2, &mut rt2, snap);
+    assert_eq!(app2.stores.len(), 1, "{:?}", app2.stores);
+    assert_eq!(app2.stores[0].images()[0].name, "golden");
+    drop(rt2);
+    assert!(mount_options(&at).is_some(), "the owner's mount stays");
+
     // The restore target list refuses the stick's disk, saying why.
     dispatch(&mut app, &mut rt, Action::Restore);
     dispatch(&mut app, &mut rt, Action::Select);
