@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import time
 
-from harness import DIST, OUT, TOP, USB_HOST, VM, TestFailure, check, disk_args, kernel_args
+from harness import DIST, OUT, TOP, USB_HOST, VM, Skip, TestFailure, check, disk_args, kernel_args
 from tests_capture import ESP_SIZE, ESP_START, ROOT_START, SRC_SIZE, make_source_system, partition_offsets, sh
 
 COLS, ROWS = 80, 25
@@ -354,4 +354,80 @@ def test_tui_capture_then_restore_over_serial(ctx):
              f"total {time.monotonic() - t0:.0f} s")
 
 
-TESTS = [test_tui_capture_then_restore_over_serial]
+def make_store_stick(work):
+    """A 64 MiB GPT stick whose one ext4 partition (label STORES) holds a store in its
+    imprint/ folder with one image, "hotimg", captured on the host."""
+    exe = TOP / "target" / "release" / "imprint"
+    if not exe.exists():
+        raise Skip("target/release/imprint is missing")
+    small = work / "small.img"
+    small.write_bytes(bytes((i // 512) % 13 for i in range(4 << 20)))
+    content = work / "stick-content"
+    shutil.rmtree(content, ignore_errors=True)
+    content.mkdir()
+    sh(str(exe), "capture", str(small), str(content / "imprint"), "--name", "hotimg")
+    part = work / "stick-part.ext4"
+    sh("mkfs.ext4", "-q", "-F", "-L", "STORES", "-d", str(content), str(part), "62M")
+    stick = work / "store-stick.img"
+    with open(stick, "wb") as f:
+        f.truncate(64 << 20)
+    sh("sgdisk", "-n", "1:2048:+62M", "-c", "1:stores", str(stick))
+    sh("dd", f"if={part}", f"of={stick}", "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none")
+    return stick
+
+
+def test_tui_lists_a_store_on_a_hotplugged_stick(ctx):
+    """(issue 6) a USB stick holding a store, plugged in after boot through the QEMU
+    monitor: the home screen lists its store and image within seconds (mounted read-only
+    under /run/imprint/disks), the restore wizard offers it, and pulling the stick
+    removes it from the screen and unmounts it."""
+    work = OUT / "tui-hotplug-disks"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    stick = make_store_stick(work)
+    boot = work / "boot.img"
+    sh("cp", "--sparse=always", str(DIST / "imprint-usb.img"), str(boot))
+    args = kernel_args("") + ["-net", "none"] + USB_HOST
+    args += disk_args(boot, "usb", "IMPRINT-STICK", "st")
+    vm = TuiVM("tui-hotplug", args)
+    try:
+        vm.wait_for(r"imprint: ready in", 40)
+        vm.wait_screen(r"Home[\s\S]*/run/imprint/store", 30, "home screen")
+        check("hotimg" not in vm.update(), "the image is listed before the stick is plugged in")
+        t0 = time.monotonic()
+        vm.monitor(f"drive_add 0 if=none,id=hp,file={stick},format=raw")
+        vm.monitor("device_add usb-storage,bus=xhci.0,drive=hp,id=hpdev,serial=STORE-STICK")
+        t = vm.wait_screen(r'sd\w+ ext4 "STORES" \(/dev/sd\w+\) /imprint: 1 image[^\n]*\n[^\n]*hotimg', 40,
+                           "the stick's store and image on the home screen")
+        shown = time.monotonic() - t0
+        # The disk list shows the mount on its next refresh (every 2 s).
+        vm.wait_screen(r"sd\w+\s+\d+\.\d MB ext4\s+\"STORES\"\s+mounted /run/imprint/disks", 10,
+                       "the stick's partition marked mounted under /run/imprint/disks")
+        vm.keys("r")
+        t = vm.wait_screen(r"Restore 1/5", 10)
+        check(re.search(r'"STORES" \(/dev/sd\w+\) /imprint: 1 image', t), f"the restore wizard does not offer it:\n{t}")
+        vm.keys(ESC)
+        vm.wait_screen(r"Home", 10)
+        t1 = time.monotonic()
+        vm.monitor("device_del hpdev")
+        deadline = time.monotonic() + 30
+        while "hotimg" in vm.update() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        t = vm.update()
+        check("hotimg" not in t and "STORES" not in t, f"the store is still listed after the stick was pulled:\n{t}")
+        ctx.note(f"stick's store on the home screen {shown:.1f} s after device_add; "
+                 f"gone {time.monotonic() - t1:.1f} s after device_del")
+        vm.keys("t")
+        vm.wait_screen(r"Tools", 10)
+        vm.select_row("Power off")
+        vm.keys(ENTER)
+        vm.wait_screen(r"y yes", 10, "power-off question")
+        vm.keys("y")
+        vm.wait_for(r"imprint: powering off", 20)
+        vm.wait_exit(30)
+        vm.assert_no_panic()
+    finally:
+        vm.stop()
+
+
+TESTS = [test_tui_capture_then_restore_over_serial, test_tui_lists_a_store_on_a_hotplugged_stick]
