@@ -430,4 +430,91 @@ def test_tui_lists_a_store_on_a_hotplugged_stick(ctx):
         vm.stop()
 
 
-TESTS = [test_tui_capture_then_restore_over_serial, test_tui_lists_a_store_on_a_hotplugged_stick]
+def test_tui_adds_an_smb_store_and_restores_from_it(ctx):
+    """(issues 6, 8) QEMU's built-in SMB share (`-netdev user,smb=DIR`) added from the TUI
+    with keystrokes only: "Add network store" (n), a wrong share name first ("share not
+    found" on the form), then the right one; the home screen lists its image; a restore
+    from it onto a blank virtio disk, checked byte for byte on the host."""
+    from tests_http import need_tools, random_store
+
+    need_tools("smbd")
+    work = OUT / "tui-smb-disks"
+    source, share = random_store(work, 32, "share")
+    os.system(f"chmod -R a+rwX {share}")
+    target = work / "target.img"
+    with open(target, "wb") as f:
+        f.truncate(32 << 20)
+    boot = work / "boot.img"
+    sh("cp", "--sparse=always", str(DIST / "imprint-usb.img"), str(boot))
+    net = ["-netdev", f"user,id=n0,restrict=on,smb={share}", "-device", "virtio-net-pci,netdev=n0"]
+    args = kernel_args("") + ["-net", "none"] + net + USB_HOST
+    args += disk_args(boot, "usb", "IMPRINT-STICK", "st") + disk_args(target, "virtio", "TARGET", "dst")
+    vm = TuiVM("tui-smb", args)
+    try:
+        vm.wait_for(r"imprint: ready in", 40)
+        vm.wait_screen(r"Home[\s\S]*/run/imprint/store", 30, "home screen")
+        # The menu brings up no network by itself (init does for network stores on the
+        # command line): a static address from the rescue shell, as tests_netstores does.
+        vm.keys("t")
+        vm.wait_screen(r"Tools", 10)
+        vm.keys(ENTER)
+        vm.wait_for(r"Imprint rescue shell", 10)
+        time.sleep(1)
+        vm.shell("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0")
+        vm.send("exit\n")
+        vm.wait_screen(r"Tools", 15)
+        vm.keys(ESC)
+        vm.wait_screen(r"Home", 10)
+
+        vm.keys("n")
+        vm.wait_screen(r"Add a network store", 10)
+        vm.keys(DOWN, *"10.0.2.4", ENTER, *"nosuch", ENTER, ENTER, ENTER)
+        t = vm.wait_screen(r"Not connected: [\s\S]*(not found|denied|unreachable)", 60, "the wrong share refused")
+        check("share not found" in t.replace("|\n|", " "), f"a missing share is not named as such:\n{t}")
+        ctx.note("wrong share: " + " ".join(l.strip("| ") for l in t.splitlines() if "Not connected" in l))
+        vm.keys("\x1b[A", "\x1b[A", *["\x7f"] * 6, *"qemu", ENTER, ENTER)
+        vm.wait_screen(r"Share/dir:\s*qemu\b", 10)
+        t0 = time.monotonic()
+        vm.keys(ENTER)
+        t = vm.wait_screen(r"smb://10\.0\.2\.4/qemu: 1 image[^\n]*\n[^\n]*golden", 60,
+                           "the SMB store and its image on the home screen")
+        ctx.note(f"SMB store listed {time.monotonic() - t0:.1f} s after Enter")
+
+        vm.keys("r")
+        t = vm.wait_screen(r"Restore 1/5", 10)
+        check("smb://10.0.2.4/qemu" in t, f"the restore wizard does not offer the share:\n{t}")
+        vm.select_row("smb://10.0.2.4/qemu")
+        vm.keys(ENTER)
+        vm.wait_screen(r"Restore 2/5[\s\S]*golden", 10)
+        vm.keys(ENTER)
+        vm.wait_screen(r"Restore 3/5(?![\s\S]*checking\.\.\.)", 30, "target checks")
+        vm.select_row("TARGET")
+        vm.keys(ENTER)
+        vm.wait_screen(r"Restore 4/5: options", 10)
+        vm.keys(ENTER)
+        vm.wait_screen(r"Restore 5/5: CONFIRM", 30)
+        vm.keys(*"RGET")
+        vm.wait_screen(r"Matches\. Press Enter", 10)
+        t_res = time.monotonic()
+        vm.keys(ENTER)
+        res = vm.wait_screen(r"Result[\s\S]*(SUCCESS|FAILED)", 300, "restore result")
+        check("SUCCESS" in res, f"restore from SMB:\n{res}")
+        ctx.note(f"restore of 32 MiB from SMB {time.monotonic() - t_res:.1f} s")
+        vm.keys(ENTER)
+        vm.wait_screen(r"Home", 10)
+        vm.keys("t")
+        vm.wait_screen(r"Tools", 10)
+        vm.select_row("Power off")
+        vm.keys(ENTER)
+        vm.wait_screen(r"y yes", 10, "power-off question")
+        vm.keys("y")
+        vm.wait_for(r"imprint: powering off", 20)
+        vm.wait_exit(30)
+        vm.assert_no_panic()
+    finally:
+        vm.stop()
+    check(target.read_bytes() == source.read_bytes(), "the disk restored from SMB differs from the source")
+
+
+TESTS = [test_tui_capture_then_restore_over_serial, test_tui_lists_a_store_on_a_hotplugged_stick,
+         test_tui_adds_an_smb_store_and_restores_from_it]
