@@ -2,6 +2,7 @@
 //! runtime), what `update` asks the runtime to do ([`Effect`]), and the keymap.
 
 use crate::app::{App, ConfirmView, JobFailure, JobSuccess, Popup, Screen, TargetCheck};
+use crate::browser::{CopyRequest, Dest, Entry};
 use crate::model::{DiskRow, StoreRow};
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use std::path::PathBuf;
@@ -39,6 +40,10 @@ pub enum Action {
     /// Answers to a popup.
     Yes,
     No,
+    /// The image browser: open it (home), mark an entry (Space), copy (c).
+    Browse,
+    Mark,
+    CopyMarked,
 
     // ---- from the runtime ----
     /// A fresh look at disks and stores (polled every 2 s: hotplug).
@@ -79,6 +84,17 @@ pub enum Action {
     },
     /// The rescue shell ended.
     ShellReturned(Result<(), String>),
+    /// The browsed partition was mounted (where) or not (why).
+    BrowseOpened(Result<PathBuf, String>),
+    /// A directory of the browsed partition.
+    BrowseListed {
+        dir: String,
+        entries: Result<Vec<Entry>, String>,
+    },
+    /// Where marked files can be copied to.
+    BrowseDests(Vec<Dest>),
+    /// The browsed partition could not be unmounted (why).
+    BrowseCloseFailed(String),
 }
 
 /// A message from a job's worker thread.
@@ -104,6 +120,8 @@ pub enum JobSpec {
         confirmed: ConfirmView,
     },
     Verify(ops::VerifyRequest),
+    /// Files out of a browsed image.
+    Copy(CopyRequest),
 }
 
 /// What `update` asks the runtime to do; results come back as actions.
@@ -133,13 +151,31 @@ pub enum Effect {
     Shell,
     /// Load a console keymap.
     SetKeyboard(String),
+    /// Mount a partition of an image read-only for the browser (one at a time).
+    BrowseOpen {
+        store: PathBuf,
+        image: String,
+        partition: u32,
+    },
+    /// List a directory of the mounted partition.
+    BrowseList {
+        root: PathBuf,
+        dir: String,
+    },
+    /// Unmount the browsed partition.
+    BrowseClose,
+    /// Find where files can be copied to.
+    BrowseDestinations,
 }
 
 /// True on screens where printable keys are text.
 pub fn is_text_screen(s: Screen) -> bool {
     matches!(
         s,
-        Screen::CaptureName | Screen::CaptureDescription | Screen::RestoreConfirm
+        Screen::CaptureName
+            | Screen::CaptureDescription
+            | Screen::RestoreConfirm
+            | Screen::BrowseDestPath
     )
 }
 
@@ -188,6 +224,13 @@ pub fn keymap(app: &App, key: KeyEvent) -> Option<Action> {
             _ => None,
         };
     }
+    if app.screen == Screen::BrowseFiles {
+        match key.code {
+            KeyCode::Char(' ') => return Some(Action::Mark),
+            KeyCode::Char('c') => return Some(Action::CopyMarked),
+            _ => {}
+        }
+    }
     Some(match key.code {
         KeyCode::Up | KeyCode::Char('k') => Action::Up,
         KeyCode::Down | KeyCode::Char('j') => Action::Down,
@@ -201,6 +244,7 @@ pub fn keymap(app: &App, key: KeyEvent) -> Option<Action> {
         KeyCode::Char('n') => Action::AddStore,
         KeyCode::Char('r') => Action::Restore,
         KeyCode::Char('v') => Action::Verify,
+        KeyCode::Char('b') => Action::Browse,
         KeyCode::Char('t') => Action::Tools,
         KeyCode::Char('l') => Action::Log,
         _ => return None,

@@ -53,6 +53,13 @@ pub enum Screen {
     Log,
     /// The form that connects a network store (smb, nfs, http, https).
     AddStore,
+    /// The image browser (browser.rs).
+    BrowseStore,
+    BrowseImage,
+    BrowsePartition,
+    BrowseFiles,
+    BrowseDest,
+    BrowseDestPath,
 }
 
 /// The pane of the home screen that arrows move in.
@@ -282,6 +289,8 @@ pub enum JobKind {
     Capture,
     Restore,
     Verify,
+    /// Files copied out of an image by the browser.
+    Copy,
 }
 
 /// Measured progress of the running (or last) job. Times are milliseconds since the
@@ -370,6 +379,7 @@ pub struct App {
     pub restore: RestoreWizard,
     pub verify: VerifyWizard,
     pub net: NetForm,
+    pub browser: crate::browser::BrowserState,
     pub job: JobView,
     pub result: Option<ResultView>,
     pub log: Vec<String>,
@@ -414,6 +424,7 @@ impl App {
             restore: RestoreWizard::default(),
             verify: VerifyWizard::default(),
             net: NetForm::default(),
+            browser: Default::default(),
             job: JobView::default(),
             result: None,
             log: Vec::new(),

@@ -10,6 +10,8 @@
 
 pub mod action;
 pub mod app;
+pub mod browser;
+pub mod browser_io;
 pub mod diskstores;
 pub mod model;
 pub mod runtime;

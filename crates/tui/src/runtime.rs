@@ -4,6 +4,8 @@
 
 use crate::action::{Action, Effect, JobMsg, JobSpec};
 use crate::app::{App, ConfirmView, JobFailure, JobKind, JobSuccess, Secret, TargetCheck};
+use crate::browser::Dest;
+use crate::browser_io;
 use crate::diskstores::DiskStores;
 use crate::model::{scan_store, DiskSource, StoreRow, StoreState};
 use crate::update::update;
@@ -95,6 +97,8 @@ pub struct Runtime {
     notes: Vec<String>,
     /// [`store_stamps`] when the stores were last read.
     stamps: Vec<Option<std::time::SystemTime>>,
+    /// The partition the image browser has mounted (read-only); unmounted on drop.
+    browsed: Option<browse::Mounted>,
 }
 
 /// Modification times of each store directory and its `images/` (a capture from
@@ -133,6 +137,7 @@ impl Runtime {
             planned_target: None,
             notes: Vec::new(),
             stamps: Vec::new(),
+            browsed: None,
         }
     }
 
@@ -292,6 +297,17 @@ impl Runtime {
                             })];
                         }
                     }
+                    JobSpec::Copy(req) => {
+                        // A disk mounted read-write for the copy is not probed meanwhile.
+                        if let Dest::Partition {
+                            disk,
+                            mounted: None,
+                            ..
+                        } = &req.dest
+                        {
+                            self.job_target = Some(disk.clone());
+                        }
+                    }
                     JobSpec::Verify(_) => {}
                 }
                 self.job = Some(spawn(spec));
@@ -307,6 +323,37 @@ impl Runtime {
             Effect::SetKeyboard(code) => {
                 let note = set_keyboard(&code);
                 vec![Action::KeyboardApplied { layout: code, note }]
+            }
+            Effect::BrowseOpen {
+                store,
+                image,
+                partition,
+            } => {
+                if let Err(e) = self.close_browsed() {
+                    return vec![Action::BrowseOpened(Err(e))];
+                }
+                let r = browser_io::open(&store, &image, partition).map(|m| {
+                    let root = m.mountpoint().to_path_buf();
+                    self.browsed = Some(m);
+                    root
+                });
+                vec![Action::BrowseOpened(r)]
+            }
+            Effect::BrowseList { root, dir } => {
+                let entries = browser_io::list(&root, &dir);
+                vec![Action::BrowseListed { dir, entries }]
+            }
+            Effect::BrowseClose => match self.close_browsed() {
+                Ok(()) => vec![],
+                Err(e) => vec![Action::BrowseCloseFailed(e)],
+            },
+            Effect::BrowseDestinations => {
+                let boot = std::env::var_os(ops::BOOT_MEDIUM_ENV).map(PathBuf::from);
+                vec![Action::BrowseDests(browser_io::destinations(
+                    &self.disks.disks(),
+                    boot.as_deref(),
+                    &browser_io::writable_mount,
+                ))]
             }
         }
     }
@@ -432,6 +479,21 @@ impl Runtime {
             }
         }
         out
+    }
+
+    /// Unmounts the partition the browser had open, if any. A copy still running from
+    /// it keeps it: the job reads there.
+    fn close_browsed(&mut self) -> Result<(), String> {
+        if self.job.as_ref().is_some_and(|j| j.handle.is_some()) {
+            return Ok(());
+        }
+        match self.browsed.as_mut().map(|m| m.unmount()) {
+            Some(Err(e)) => Err(e.to_string()),
+            _ => {
+                self.browsed = None;
+                Ok(())
+            }
+        }
     }
 
     /// Leaves the full-screen UI, runs `/bin/sh` on the console, comes back.
@@ -759,6 +821,7 @@ pub fn run_job(spec: &JobSpec, sink: &mut dyn Sink) -> Result<JobSuccess, JobFai
                 lines,
             })
         }
+        JobSpec::Copy(req) => browser_io::run_copy(req, sink),
         JobSpec::Verify(req) => {
             let r = ops::verify(req, sink).map_err(|e| failure(&e, JobKind::Verify))?;
             let headline = match &req.against {
@@ -798,6 +861,7 @@ pub fn failure(e: &OpsError, kind: JobKind) -> JobFailure {
         ("cancelled", JobKind::Verify) => {
             vec!["Verification was stopped: nothing was proven either way.".into()]
         }
+        (_, JobKind::Copy) => vec!["Nothing in the image changed.".into()],
         ("refused", _) | ("usage", _) => vec![
             "Nothing was written.".into(),
             "Do what the message says, then try again.".into(),

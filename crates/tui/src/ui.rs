@@ -47,7 +47,7 @@ fn selected() -> Style {
     Style::new().add_modifier(Modifier::REVERSED)
 }
 
-fn block(title: &str) -> Block<'static> {
+pub(crate) fn block(title: &str) -> Block<'static> {
     Block::new()
         .borders(Borders::ALL)
         .border_set(ASCII)
@@ -97,7 +97,13 @@ fn hms(ms: u64) -> String {
 }
 
 /// Lines in a bordered box, scrolled so line `sel` is visible and drawn reversed.
-fn list(f: &mut Frame, area: Rect, title: &str, lines: Vec<Line<'static>>, sel: Option<usize>) {
+pub(crate) fn list(
+    f: &mut Frame,
+    area: Rect,
+    title: &str,
+    lines: Vec<Line<'static>>,
+    sel: Option<usize>,
+) {
     let inner_h = area.height.saturating_sub(2) as usize;
     let offset = match sel {
         Some(s) if inner_h > 0 && s >= inner_h => s + 1 - inner_h,
@@ -228,7 +234,7 @@ pub fn help(app: &App) -> &'static str {
     }
     match app.screen {
         Screen::Home => {
-            "c capture  r restore  v verify  n net store  t tools  l log  Tab pane  q quit"
+            "c capture  r restore  v verify  b browse  n net store  t tools  l log  Tab pane"
         }
         Screen::AddStore => "Up/Down field  Left/Right type  Enter next/connect  Esc back",
         Screen::CaptureName | Screen::CaptureDescription => {
@@ -245,6 +251,12 @@ pub fn help(app: &App) -> &'static str {
         },
         Screen::Log => "Up/Down PgUp/PgDn scroll   Esc back",
         Screen::Tools | Screen::Keyboard => "Up/Down choose   Enter select   Esc back",
+        s @ (Screen::BrowseStore
+        | Screen::BrowseImage
+        | Screen::BrowsePartition
+        | Screen::BrowseFiles
+        | Screen::BrowseDest
+        | Screen::BrowseDestPath) => crate::browser::help(s),
         _ => "Up/Down choose   Enter next   Esc back",
     }
 }
@@ -272,6 +284,7 @@ fn screen_title(app: &App) -> &'static str {
         Screen::Keyboard => "Keyboard layout",
         Screen::Log => "Log",
         Screen::AddStore => "Add a network store",
+        s => crate::browser::title(s),
     }
 }
 
@@ -407,6 +420,12 @@ pub fn render(app: &App, f: &mut Frame) {
             list(f, body, "Tools", lines, Some(app.tools_sel));
         }
         Screen::Keyboard => keyboard(app, f, body),
+        Screen::BrowseStore
+        | Screen::BrowseImage
+        | Screen::BrowsePartition
+        | Screen::BrowseFiles
+        | Screen::BrowseDest
+        | Screen::BrowseDestPath => crate::browser::render(app, f, body),
         Screen::Log => {
             let lines: Vec<Line> = if app.log.is_empty() {
                 vec![Line::raw("(nothing logged yet)")]
@@ -688,7 +707,18 @@ fn image_choice(app: &App, f: &mut Frame, body: Rect) {
     } else {
         (app.verify.store.clone(), app.verify.image_sel)
     };
-    let images = app.images_of(&store.unwrap_or_default());
+    image_list(app, f, body, &store.unwrap_or_default(), sel);
+}
+
+/// The images of `store` with the details of image `sel`.
+pub(crate) fn image_list(
+    app: &App,
+    f: &mut Frame,
+    body: Rect,
+    store: &std::path::Path,
+    sel: usize,
+) {
+    let images = app.images_of(store);
     let [top, bottom] =
         Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(body);
     let mut lines = vec![image_header()];
@@ -940,14 +970,22 @@ fn progress(app: &App, f: &mut Frame, body: Rect) {
             ),
             false,
         ),
-        field(
-            "Chunks:",
-            &format!(
-                "{} of {} done, {} written, {} skipped",
-                p.done_chunks, p.total_chunks, p.written_chunks, p.skipped_chunks
-            ),
-            false,
-        ),
+        if j.kind == Some(JobKind::Copy) {
+            field(
+                "Files:",
+                &format!("{} of {} copied", p.done_chunks, p.total_chunks),
+                false,
+            )
+        } else {
+            field(
+                "Chunks:",
+                &format!(
+                    "{} of {} done, {} written, {} skipped",
+                    p.done_chunks, p.total_chunks, p.written_chunks, p.skipped_chunks
+                ),
+                false,
+            )
+        },
     ];
     if j.cancel_requested {
         lines.push(Line::styled(

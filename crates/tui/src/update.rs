@@ -6,7 +6,7 @@ use crate::app::{
     App, ConfirmView, Exit, HomeFocus, JobKind, JobView, NetForm, Popup, RestoreMode, ResultView,
     Screen, Secret, TargetCheck, LAYOUTS, NET_KINDS, RATE_WINDOW_MS, RESTORE_OPTIONS, TOOLS,
 };
-use crate::model::{DiskRow, StoreRow};
+use crate::model::{DiskRow, ImageRow, StoreRow};
 use disks::usage::human_size;
 use std::path::PathBuf;
 
@@ -63,6 +63,29 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             app.layout_note = Some(note);
             return vec![];
         }
+        Action::BrowseOpened(r) => {
+            crate::browser::opened(app, r);
+            return match &app.browser.root {
+                Some(root) if app.screen == Screen::BrowseFiles => vec![Effect::BrowseList {
+                    root: root.clone(),
+                    dir: app.browser.dir.clone(),
+                }],
+                _ => vec![],
+            };
+        }
+        Action::BrowseListed { dir, entries } => {
+            crate::browser::listed(app, dir, entries);
+            return vec![];
+        }
+        Action::BrowseDests(d) => {
+            crate::browser::destinations(app, d);
+            return vec![];
+        }
+        Action::BrowseCloseFailed(e) => {
+            log(app, format!("browse: {e}"));
+            app.status = Some(format!("the image stays mounted: {e}"));
+            return vec![];
+        }
         Action::ShellReturned(r) => {
             match r {
                 Ok(()) => log(app, "rescue shell ended".into()),
@@ -82,6 +105,12 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     match app.screen {
         Screen::Home => home(app, action),
         Screen::AddStore => add_store(app, action),
+        Screen::BrowseStore
+        | Screen::BrowseImage
+        | Screen::BrowsePartition
+        | Screen::BrowseFiles
+        | Screen::BrowseDest
+        | Screen::BrowseDestPath => crate::browser::update(app, action),
         Screen::CaptureSource => {
             let n = app.disks.len();
             match action {
@@ -163,42 +192,37 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             _ => vec![],
         },
         Screen::RestoreStore => {
-            let stores: Vec<PathBuf> = app
-                .stores_with_images()
-                .iter()
-                .map(|s| s.path.clone())
-                .collect();
             match action {
-                Action::Select => {
-                    if let Some(s) = stores.get(app.restore.store_sel) {
-                        app.restore.store = Some(s.clone());
+                Action::Back => app.screen = Screen::Home,
+                a => {
+                    if let Some(s) = pick_store(app, &a, |app| &mut app.restore.store_sel) {
+                        app.restore.store = Some(s);
                         app.restore.image_sel = 0;
                         app.screen = Screen::RestoreImage;
                     }
                 }
-                Action::Back => app.screen = Screen::Home,
-                a => move_sel(&mut app.restore.store_sel, stores.len(), &a),
             }
             vec![]
         }
-        Screen::RestoreImage => {
-            let store = app.restore.store.clone().unwrap_or_default();
-            let images: Vec<_> = app.images_of(&store).into_iter().cloned().collect();
-            match action {
-                Action::Select => {
-                    if let Some(img) = images.get(app.restore.image_sel) {
-                        app.restore.image = Some(img.clone());
+        Screen::RestoreImage => match action {
+            Action::Back => {
+                app.screen = Screen::RestoreStore;
+                vec![]
+            }
+            a => {
+                let store = app.restore.store.clone().unwrap_or_default();
+                match pick_image(app, &a, &store, |app| &mut app.restore.image_sel) {
+                    Some(img) => {
+                        app.restore.image = Some(img);
                         app.restore.checks.clear();
                         app.restore.target_sel = 0;
                         app.screen = Screen::RestoreTarget;
-                        return vec![check_targets(app)];
+                        vec![check_targets(app)]
                     }
+                    None => vec![],
                 }
-                Action::Back => app.screen = Screen::RestoreStore,
-                a => move_sel(&mut app.restore.image_sel, images.len(), &a),
             }
-            vec![]
-        }
+        },
         Screen::RestoreTarget => {
             match action {
                 Action::Select => {
@@ -273,41 +297,30 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Screen::RestoreConfirm => confirm_key(app, action),
         Screen::VerifyStore => {
-            let stores: Vec<PathBuf> = app
-                .stores_with_images()
-                .iter()
-                .map(|s| s.path.clone())
-                .collect();
             match action {
-                Action::Select => {
-                    if let Some(s) = stores.get(app.verify.store_sel) {
-                        app.verify.store = Some(s.clone());
+                Action::Back => app.screen = Screen::Home,
+                a => {
+                    if let Some(s) = pick_store(app, &a, |app| &mut app.verify.store_sel) {
+                        app.verify.store = Some(s);
                         app.verify.image_sel = 0;
                         app.screen = Screen::VerifyImage;
                     }
                 }
-                Action::Back => app.screen = Screen::Home,
-                a => move_sel(&mut app.verify.store_sel, stores.len(), &a),
             }
             vec![]
         }
         Screen::VerifyImage => {
-            let store = app.verify.store.clone().unwrap_or_default();
-            let images: Vec<String> = app
-                .images_of(&store)
-                .iter()
-                .map(|i| i.name.clone())
-                .collect();
             match action {
-                Action::Select => {
-                    if let Some(n) = images.get(app.verify.image_sel) {
-                        app.verify.image = Some(n.clone());
+                Action::Back => app.screen = Screen::VerifyStore,
+                a => {
+                    let store = app.verify.store.clone().unwrap_or_default();
+                    if let Some(img) = pick_image(app, &a, &store, |app| &mut app.verify.image_sel)
+                    {
+                        app.verify.image = Some(img.name);
                         app.verify.mode_sel = 0;
                         app.screen = Screen::VerifyMode;
                     }
                 }
-                Action::Back => app.screen = Screen::VerifyStore,
-                a => move_sel(&mut app.verify.image_sel, images.len(), &a),
             }
             vec![]
         }
@@ -367,7 +380,15 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
                 }
             }
             Action::Select | Action::Back | Action::Quit => {
-                app.screen = Screen::Home;
+                // After a copy the browser is still open where it was.
+                let browsing = app.result.as_ref().is_some_and(|r| r.kind == JobKind::Copy)
+                    && app.browser.root.is_some();
+                app.screen = if browsing {
+                    app.browser.marked.clear();
+                    Screen::BrowseFiles
+                } else {
+                    Screen::Home
+                };
                 vec![]
             }
             _ => vec![],
@@ -439,7 +460,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
     }
 }
 
-fn log(app: &mut App, line: String) {
+pub(crate) fn log(app: &mut App, line: String) {
     app.log.push(line);
     if app.log.len() > MAX_LOG {
         let extra = app.log.len() - MAX_LOG;
@@ -448,7 +469,7 @@ fn log(app: &mut App, line: String) {
 }
 
 /// Up/Down/PageUp/PageDown over a list of `n`.
-fn move_sel(sel: &mut usize, n: usize, action: &Action) {
+pub(crate) fn move_sel(sel: &mut usize, n: usize, action: &Action) {
     if n == 0 {
         *sel = 0;
         return;
@@ -461,6 +482,47 @@ fn move_sel(sel: &mut usize, n: usize, action: &Action) {
         _ => *sel,
     }
     .min(n - 1);
+}
+
+/// A store list (restore, verify, browse): arrows move the wizard's cursor `sel`;
+/// Enter returns the store under it.
+pub(crate) fn pick_store(
+    app: &mut App,
+    action: &Action,
+    sel: fn(&mut App) -> &mut usize,
+) -> Option<PathBuf> {
+    let stores: Vec<PathBuf> = app
+        .stores_with_images()
+        .iter()
+        .map(|s| s.path.clone())
+        .collect();
+    let cur = sel(app);
+    match action {
+        Action::Select => stores.get(*cur).cloned(),
+        a => {
+            move_sel(cur, stores.len(), a);
+            None
+        }
+    }
+}
+
+/// An image list of `store` (restore, verify, browse): arrows move `sel`; Enter
+/// returns the image under it.
+pub(crate) fn pick_image(
+    app: &mut App,
+    action: &Action,
+    store: &std::path::Path,
+    sel: fn(&mut App) -> &mut usize,
+) -> Option<ImageRow> {
+    let images: Vec<ImageRow> = app.images_of(store).into_iter().cloned().collect();
+    let cur = sel(app);
+    match action {
+        Action::Select => images.get(*cur).cloned(),
+        a => {
+            move_sel(cur, images.len(), a);
+            None
+        }
+    }
 }
 
 /// Rows of the home screen's store pane: each store, then its images.
@@ -506,6 +568,7 @@ fn home(app: &mut App, action: Action) -> Vec<Effect> {
                 app.screen = Screen::VerifyStore;
             }
         }
+        Action::Browse => return crate::browser::start(app),
         Action::Tools => app.screen = Screen::Tools,
         Action::Log => app.screen = Screen::Log,
         Action::AddStore => {
@@ -1032,7 +1095,7 @@ fn start_verify(app: &mut App, against: Option<PathBuf>) -> Vec<Effect> {
     vec![Effect::StartJob(JobSpec::Verify(req))]
 }
 
-fn begin_job(app: &mut App, kind: JobKind, title: String) {
+pub(crate) fn begin_job(app: &mut App, kind: JobKind, title: String) {
     log(app, format!("{title}: started"));
     app.job = JobView {
         kind: Some(kind),
