@@ -68,8 +68,9 @@ fn writable_fstype(fs: &str) -> Option<&'static str> {
 }
 
 /// Partitions files can be copied onto: mounted read-write ones, and unmounted ones
-/// with a filesystem Imprint can mount. Never the boot medium's partitions unless
-/// they are mounted already (its IMPRINT store partition is), nor a partition that
+/// with a filesystem Imprint can mount. `boot_medium` is where init mounted the boot
+/// partition (`IMPRINT_BOOT_MEDIUM`, docs/BOOT.md): the disk holding it offers only its
+/// partitions mounted already (its IMPRINT store partition is). Never a partition that
 /// is swap, part of a RAID or otherwise held, nor one mounted only read-only
 /// (`writable` says whether a mountpoint takes writes: [`writable_mount`]).
 pub fn destinations(
@@ -79,7 +80,10 @@ pub fn destinations(
 ) -> Vec<Dest> {
     let mut out = Vec::new();
     for d in disks {
-        let on_boot_medium = boot_medium.is_some_and(|b| b == d.node);
+        let on_boot_medium = boot_medium.is_some_and(|b| {
+            let m = format!("mounted {}", b.display());
+            d.partitions.iter().any(|p| p.in_use.contains(&m)) || d.in_use.contains(&m)
+        });
         for p in &d.partitions {
             let Some(fs) = p.fs.clone() else { continue };
             if p.name.starts_with('#') || writable_fstype(&fs).is_none() {

@@ -486,13 +486,24 @@ fn a_cancelled_copy_stops_between_items() {
 #[test]
 fn destinations_are_writable_filesystems_never_the_unmounted_boot_medium() {
     let mut disks = disks();
-    // The stick that booted: its unmounted boot partition is not offered, its mounted
-    // store partition is.
+    // The stick that booted: its boot partition (mounted read-only) and an unmounted
+    // one are not offered, its mounted store partition is.
+    disks[2].partitions.insert(
+        0,
+        part(
+            "sdb0",
+            1 << 30,
+            "vfat",
+            "IMPRINTBOOT",
+            &["mounted /run/imprint/boot"],
+        ),
+    );
     disks[2]
         .partitions
-        .insert(0, part("sdb0", 1 << 30, "vfat", "IMPRINTBOOT", &[]));
-    let writable = |m: &Path| m != Path::new("/mnt/old");
-    let d = tui::browser_io::destinations(&disks, Some(Path::new("/dev/sdb")), &writable);
+        .push(part("sdb2", 1 << 30, "ext4", "spare", &[]));
+    let writable = |m: &Path| m != Path::new("/mnt/old") && m != Path::new("/run/imprint/boot");
+    let boot = Path::new("/run/imprint/boot");
+    let d = tui::browser_io::destinations(&disks, Some(boot), &writable);
     let names: Vec<String> = d
         .iter()
         .map(|d| match d {
