@@ -1,5 +1,6 @@
 """Browsing images inside the boot environment (issue 9): FAT32, exFAT and NTFS, which the
-host kernel cannot mount but the boot environment's 6.12 kernel can (vfat, exfat, ntfs3).
+host kernel cannot mount but the boot environment's 6.12 kernel can (vfat, exfat, ntfs3),
+from the CLI (test 1) and from the text UI's image browser (test 2).
 
 The host builds a GPT disk with a FAT32 (mtools), an exFAT (exfat-fuse) and an NTFS
 (ntfs-3g) partition holding the same real files, among them a deep directory, and records
@@ -277,4 +278,112 @@ def test_browse_fat32_exfat_ntfs_in_guest(ctx):
              "no mount, loop or FUSE left")
 
 
-TESTS = [test_browse_fat32_exfat_ntfs_in_guest]
+def dest_disk(work):
+    """A 64 MiB GPT disk with one empty ext4 partition labelled DEST (from 1 MiB)."""
+    disk = work / "dest.img"
+    part = work / "dest.ext4"
+    for f in (disk, part):
+        if f.exists():
+            f.unlink()
+    with open(disk, "wb") as f:
+        f.truncate(64 * MIB)
+    sh("sgdisk", "-n1:2048:+48M", "-t1:8300", "-c1:dest", str(disk))
+    sh("mkfs.ext4", "-q", "-F", "-L", "DEST", str(part), "48M")
+    sh("dd", f"if={part}", f"of={disk}", "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none")
+    part.unlink()
+    return disk
+
+
+def test_tui_browser_copies_a_file_to_another_disk(ctx):
+    """(issue 9) one boot: capture the FAT32/exFAT/NTFS disk over the command line, then in
+    the text UI over the serial console: b, the store, the image, partition 1 (FAT32),
+    into docs/, mark report.pdf, c, the DEST disk's ext4 partition (mounted for the copy);
+    the host finds the file with its bytes and mtime on that disk and e2fsck -fn clean."""
+    from tests_tui import ENTER, TuiVM
+    if not ctx.cli_ready():
+        raise Skip("target/release/imprint has no capture with --json yet")
+    for tool in ("mount.exfat-fuse", "ntfs-3g", "debugfs"):
+        if not shutil.which(tool) and not os.path.exists(f"/sbin/{tool}"):
+            raise Skip(f"{tool} is not installed (.ci/apt-packages: exfat-fuse, ntfs-3g, e2fsprogs)")
+    work = OUT / "browse-tui-disks"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    tree, files = make_tree(work)
+    source = make_disk(work, tree)
+    dest = dest_disk(work)
+    stick = work / "stick.img"
+    sh("cp", "--sparse=always", str(DIST / "imprint-usb.img"), str(stick))
+    args = kernel_args("imprint.action=capture imprint.image=multi imprint.disk=serial:SRC-DISK "
+                       "imprint.then=menu imprint.onerror=poweroff")
+    args += ["-net", "none"] + USB_HOST + disk_args(stick, "usb", "IMPRINT-STICK", "st")
+    args += disk_args(source, "virtio", "SRC-DISK", "src", snapshot=True)
+    args += disk_args(dest, "virtio", "DEST-DISK", "dst")
+    vm = TuiVM("browse-tui", args)
+    try:
+        vm.wait_for(r'\{"type":"imprint-job"[^\n]*', 180)
+        job = vm.json_lines("imprint-job")[0]
+        check(job["ok"] is True, f"capture failed: {job}")
+        vm.wait_screen(r"Home[\s\S]*multi", 60, "home with the captured image")
+        t0 = time.monotonic()
+        vm.keys("b")
+        vm.wait_screen(r"Browse 1/4", 10)
+        vm.keys(ENTER)
+        vm.wait_screen(r"Browse 2/4[\s\S]*multi", 10)
+        vm.keys(ENTER)
+        t = vm.wait_screen(r"Browse 3/4[\s\S]*#3 ntfs", 10)
+        check('#1 fat32 "FATPART"' in t and '#2 exfat "EXPART"' in t, f"partition list:\n{t}")
+        vm.keys(ENTER)  # partition 1: FAT32, mounted read-only
+        t = vm.wait_screen(r"Browse 4/4[\s\S]*readme\.txt", 30, "the FAT32 root listed")
+        check(re.search(r"docs/\s+<dir>", t) and re.search(r"deep/\s+<dir>", t), f"root listing:\n{t}")
+        vm.select_row("docs/")
+        vm.keys(ENTER)
+        vm.wait_screen(r": /docs[\s\S]*report\.pdf", 10, "/docs listed")
+        vm.select_row("report.pdf")
+        vm.keys(" ")
+        vm.wait_screen(r"\[1 marked\][\s\S]*\[x\] report\.pdf", 10, "report.pdf marked")
+        vm.keys("c")
+        vm.wait_screen(r"Copy 1 item to where\?[\s\S]*DEST", 15, "destinations with the DEST disk")
+        t = vm.update()
+        check("IMPRINTBOOT" not in t, f"the boot partition is offered as a destination:\n{t}")
+        vm.select_row('"DEST"')
+        vm.keys(ENTER)
+        res = vm.wait_screen(r"Result[\s\S]*(SUCCESS|FAILED|REFUSED)", 60, "copy result")
+        check("SUCCESS" in res and re.search(r"Copied 1 item\(s\) into multi-part1", res),
+              f"copy result:\n{res}")
+        check(re.search(r"1 files \([0-9.]+ kB\)", res), f"copy result has no figures:\n{res}")
+        ctx.note(f"browse to copied {time.monotonic() - t0:.1f} s")
+        vm.keys(ENTER)
+        vm.wait_screen(r"Browse 4/4[\s\S]*: /docs", 10, "back to the file list")
+        vm.keys("q")
+        vm.wait_screen(r"Home", 10)
+        vm.keys("t")
+        vm.wait_screen(r"Tools", 10)
+        vm.select_row("Power off")
+        vm.keys(ENTER)
+        vm.wait_screen(r"y yes", 10, "power-off question")
+        vm.keys("y")
+        vm.wait_for(r"imprint: powering off", 30)
+        vm.wait_exit(30)
+        vm.assert_no_panic()
+    finally:
+        vm.stop()
+    part = work / "dest-after.ext4"
+    sh("dd", f"if={dest}", f"of={part}", "bs=1M", "skip=1", "count=48", "status=none")
+    r = subprocess.run(["e2fsck", "-fn", str(part)], capture_output=True, text=True)
+    check(r.returncode == 0, f"e2fsck -fn of the DEST partition: {r.stdout[-300:]}")
+    data = subprocess.run(["debugfs", "-R", "cat /multi-part1/report.pdf", str(part)],
+                          capture_output=True).stdout
+    want_sum, want_mtime = files["docs/report.pdf"]
+    check(hashlib.sha256(data).hexdigest() == want_sum,
+          f"/multi-part1/report.pdf on DEST differs ({len(data)} bytes)")
+    st = subprocess.run(["debugfs", "-R", "stat /multi-part1/report.pdf", str(part)],
+                        capture_output=True, text=True).stdout
+    m = re.search(r"mtime: (0x[0-9a-f]+)", st)
+    check(m and int(m.group(1), 16) == want_mtime, f"mtime not kept: {st[:300]}")
+    listing = subprocess.run(["debugfs", "-R", "ls -l /multi-part1", str(part)],
+                             capture_output=True, text=True).stdout
+    check("readme.txt" not in listing, f"more than the marked file was copied: {listing}")
+    ctx.note("host: report.pdf on the DEST disk, sha256 and mtime match, e2fsck -fn clean")
+
+
+TESTS = [test_browse_fat32_exfat_ntfs_in_guest, test_tui_browser_copies_a_file_to_another_disk]
