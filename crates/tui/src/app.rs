@@ -467,3 +467,34 @@ impl App {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ops::locations::StoreLocation;
+
+    #[test]
+    fn the_network_form_round_trips_every_kind_of_location() {
+        for s in [
+            "smb://lab@fs1/images/pcs",
+            "smb://10.0.2.4/qemu",
+            "nfs://nas/srv/imprint",
+            "http://10.0.2.100:8080/stores/lab",
+            "https://cdn.example/imprint",
+        ] {
+            let loc = StoreLocation::parse(s).unwrap();
+            let form = NetForm::from_location(&loc);
+            assert_eq!(form.location(), s, "{form:?}");
+            assert_eq!(StoreLocation::parse(&form.location()).unwrap(), loc);
+        }
+    }
+
+    #[test]
+    fn a_secret_never_shows_in_debug() {
+        let f = NetForm {
+            password: Secret("hunter22".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{f:?}").contains("hunter22"));
+    }
+}
