@@ -20,7 +20,7 @@ trap 'rm -rf "$W"' EXIT
 mkdir -p "$W/files"
 head -c 200M /dev/urandom > "$W/files/random.bin"
 find /usr/lib/x86_64-linux-gnu /usr/share/doc -xdev -type f -printf '%s %p\n' 2>/dev/null \
-  | sort -k2 | awk -v max=$((400 * 1048576)) '{ s += $1; if (s > max) exit; print $2 }' > "$W/list" || true
+  | sort -k2 | awk -v max=$((400 * 1048576)) '{ s += $1; if (s > max) exit; sub(/^[0-9]+ /, ""); print }' > "$W/list" || true
 tar -cf - -T "$W/list" 2>/dev/null | tar -xf - -C "$W/files"
 echo "memory: every disk holds the same $(du -sm "$W/files" | cut -f1) MiB of files"
 printf '%-8s %-8s %10s %10s %12s\n' disk job wall_s cpu_s peak_MiB

@@ -5,25 +5,31 @@
 # nothing. Needs root (drops the page cache, loop-mounts ext4 to change files) and the
 # packages partclone, zstd, casync, time (GNU time), gdisk, dosfstools, mtools, e2fsprogs.
 #
-#   qemu-test/bench/speed.sh [--size-gib N] [--rounds N] [--json FILE]
+#   qemu-test/bench/speed.sh [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT]
+#
+# --bin runs a given imprint binary instead of building target/release/imprint.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_GIB=4
 ROUNDS=3
 JSON_OUT=qemu-test/out/speed.json
+B=
 while [ $# -gt 0 ]; do
   case $1 in
     --size-gib) SIZE_GIB=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --json) JSON_OUT=$2; shift 2 ;;
-    *) echo "usage: $0 [--size-gib N] [--rounds N] [--json FILE]" >&2; exit 2 ;;
+    --bin) B=$(realpath "$2"); shift 2 ;;
+    *) echo "usage: $0 [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT]" >&2; exit 2 ;;
   esac
 done
 for t in partclone.extfs partclone.vfat zstd casync /usr/bin/time sgdisk mkfs.vfat mcopy mkfs.ext4 mkswap bc; do
   command -v "$t" >/dev/null || { echo "speed: $t is missing (apt-get install partclone zstd casync time gdisk dosfstools mtools e2fsprogs bc)" >&2; exit 1; }
 done
-cargo build --release -q -p cli
-B=$PWD/target/release/imprint
+if [ -z "$B" ]; then
+  cargo build --release -q -p cli
+  B=$PWD/target/release/imprint
+fi
 W=$(mktemp -d /var/tmp/imprint-speed.XXXXXX)
 LOOP=""
 cleanup() {
@@ -44,8 +50,8 @@ ESP_MB=256; SWAP_MB=512; RAW_MB=256
 ROOT_MB=$((SIZE_GIB * 1024 - ESP_MB - SWAP_MB - RAW_MB - 4))
 sgdisk -n 1:2048:+${ESP_MB}M -t 1:ef00 -n 2:0:+${ROOT_MB}M -t 2:8300 \
        -n 3:0:+${SWAP_MB}M -t 3:8200 -n 4:0:+${RAW_MB}M -t 4:8300 "$DISK" >/dev/null
-part_off() { sgdisk -i "$1" "$DISK" | awk '/First sector/ {print $3 * 512}'; }
-part_len() { sgdisk -i "$1" "$DISK" | awk '/Partition size/ {print $3 * 512}'; }
+part_off() { sgdisk -i "$1" "$DISK" | awk '/First sector/ {printf "%.0f\n", $3 * 512}'; }
+part_len() { sgdisk -i "$1" "$DISK" | awk '/Partition size/ {printf "%.0f\n", $3 * 512}'; }
 P1=$(part_off 1); P2=$(part_off 2); P3=$(part_off 3)
 L1=$(part_len 1); L2=$(part_len 2); L3=$(part_len 3)
 # ESP: mkfs over stale data inside the disk file (mkfs.vfat -C wants a new file, so build it
@@ -55,7 +61,7 @@ mkfs.vfat -F 32 -n ESP "$W/p1" >/dev/null
 mkdir -p "$W/esp/EFI" "$W/esp/docs"
 # ~60 MB of real files in a few hundred of the larger ones (mtools is slow per file).
 find /usr/lib/x86_64-linux-gnu /usr/share -xdev -type f -size +100k -printf '%s %p\n' 2>/dev/null \
-  | sort -k2 | awk -v max=$((60 * MIB)) '{ s += $1; if (s > max) exit; print $2 }' \
+  | sort -k2 | awk -v max=$((60 * MIB)) '{ s += $1; if (s > max) exit; sub(/^[0-9]+ /, ""); print }' \
   | while read -r f; do cp "$f" "$W/esp/docs/$(echo "$f" | tr / _)"; done || true  # awk's early exit: SIGPIPE upstream
 head -c 40M /dev/urandom > "$W/esp/EFI/random.bin"
 mcopy -s -i "$W/p1" "$W/esp/EFI" "$W/esp/docs" :: 2>/dev/null
@@ -69,7 +75,7 @@ head -c ${RANDOM_MB}M /dev/urandom > "$W/root/incompressible.bin"
 # Real files, up to the budget, from system directories (sorted, so runs are reproducible
 # on the same machine).
 find /usr/lib/x86_64-linux-gnu /usr/share/doc /usr/share/locale /usr/bin -xdev -type f -printf '%s %p\n' 2>/dev/null \
-  | sort -k2 | awk -v max=$((FILES_MB * MIB)) '{ s += $1; if (s > max) exit; print $2 }' > "$W/files.list" || true
+  | sort -k2 | awk -v max=$((FILES_MB * MIB)) '{ s += $1; if (s > max) exit; sub(/^[0-9]+ /, ""); print }' > "$W/files.list" || true
 tar -cf - -T "$W/files.list" 2>/dev/null | tar -xf - -C "$W/root"
 dd if="$DISK" of="$W/p2" bs=1M skip=$((P2 / MIB)) count=$((L2 / MIB)) status=none
 mkfs.ext4 -q -F -L root -d "$W/root" "$W/p2"
