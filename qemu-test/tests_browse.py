@@ -2,8 +2,8 @@
 host kernel cannot mount but the boot environment's 6.12 kernel can (vfat, exfat, ntfs3),
 from the CLI (test 1) and from the text UI's image browser (test 2).
 
-The host builds a GPT disk with a FAT32 (mtools), an exFAT (exfat-fuse) and an NTFS
-(ntfs-3g) partition holding the same real files, among them a deep directory, and records
+The host builds a GPT disk with a FAT32 (mtools), an exFAT (exfat-fuse), an NTFS
+(ntfs-3g) and an NTFS marked dirty (as Windows leaves it) partition holding the same real files, among them a deep directory, and records
 every file's sha256 and mtime. One boot captures that disk into the USB stick's IMPRINT
 store over the kernel command line and then opens the rescue shell (imprint.then=shell),
 where the test, per partition: `imprint mount`s it, lists the deep directory, checksums
@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import shutil
+import struct
 import subprocess
 import time
 
@@ -24,12 +25,15 @@ from tests_capture import sh
 from tests_disks import json_objects
 
 MIB = 1 << 20
-DISK_SIZE = 100 * MIB
+DISK_SIZE = 120 * MIB
 # (partition number, GPT name, start, size, filesystem as the manifest names it)
 PARTS = [
     (1, "fat32", 1 * MIB, 48 * MIB, "fat32"),
     (2, "exfat", 49 * MIB, 24 * MIB, "exfat"),
     (3, "ntfs", 73 * MIB, 24 * MIB, "ntfs"),
+    # NTFS that Windows left dirty ("scheduled for check"): the volume's dirty flag set;
+    # ntfs3 mounts it read-only as it is (measured), so it gets every check the others do.
+    (4, "ntfsdirty", 97 * MIB, 16 * MIB, "ntfs-dirty"),
 ]
 DEEP = "deep/a/b/c/d/e/f/g/h"
 STORE = "/run/imprint/store"
@@ -86,8 +90,42 @@ def fill_with_fuse(cmd, img, mnt, tree):
     check(proc.returncode == 0, f"{cmd[0]} ended with {proc.returncode}")
 
 
+def set_ntfs_dirty(img):
+    """Sets VOLUME_IS_DIRTY (0x0001) in $Volume's $VOLUME_INFORMATION, in $MFT and in
+    $MFTMirr (record 3 is mirrored), undoing and redoing the record's update-sequence
+    fixups; what Windows does when it schedules a check (or crashed)."""
+    with open(img, "r+b") as f:
+        boot = f.read(512)
+        bps, spc = struct.unpack_from("<H", boot, 11)[0], boot[13]
+        cluster = bps * spc
+        cpr = struct.unpack_from("<b", boot, 64)[0]
+        rec_size = cluster * cpr if cpr > 0 else 1 << -cpr
+        for lcn_at in (48, 56):  # $MFT, $MFTMirr
+            off = struct.unpack_from("<q", boot, lcn_at)[0] * cluster + 3 * rec_size
+            f.seek(off)
+            r = bytearray(f.read(rec_size))
+            check(r[:4] == b"FILE", f"{img}: no MFT record 3 at {off}")
+            usa_off, usa_n = struct.unpack_from("<HH", r, 4)
+            usn = bytes(r[usa_off:usa_off + 2])
+            for i in range(usa_n - 1):
+                end = (i + 1) * bps - 2
+                r[end:end + 2] = r[usa_off + 2 + 2 * i:usa_off + 4 + 2 * i]
+            a = struct.unpack_from("<H", r, 20)[0]
+            while struct.unpack_from("<I", r, a)[0] != 0x70:
+                check(struct.unpack_from("<I", r, a)[0] != 0xFFFFFFFF, f"{img}: no $VOLUME_INFORMATION")
+                a += struct.unpack_from("<I", r, a + 4)[0]
+            at = a + struct.unpack_from("<H", r, a + 20)[0] + 10
+            struct.pack_into("<H", r, at, struct.unpack_from("<H", r, at)[0] | 0x0001)
+            for i in range(usa_n - 1):
+                end = (i + 1) * bps - 2
+                r[usa_off + 2 + 2 * i:usa_off + 4 + 2 * i] = r[end:end + 2]
+                r[end:end + 2] = usn
+            f.seek(off)
+            f.write(r)
+
+
 def make_disk(work, tree):
-    """The GPT disk with the three filesystems, each made in its own file and copied in."""
+    """The GPT disk with the four filesystems, each made in its own file and copied in."""
     imgs = {}
     env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
     for n, name, start, size, fs in PARTS:
@@ -114,8 +152,15 @@ def make_disk(work, tree):
         else:
             with open(img, "wb") as f:
                 f.truncate(size)
-            sh("mkntfs", "-F", "-Q", "-L", "NTFSPART", str(img))
+            label = "NTFSPART" if fs == "ntfs" else "DIRTY"
+            sh("mkntfs", "-F", "-Q", "-L", label, str(img))
             fill_with_fuse(["ntfs-3g", "-o", "no_detach"], img, work / "mnt-ntfs", tree)
+            if fs == "ntfs-dirty":
+                set_ntfs_dirty(img)
+                # ntfsinfo (read-only) refuses a volume marked dirty with this message.
+                r = subprocess.run(["ntfsinfo", "-m", str(img)], capture_output=True, text=True)
+                check("scheduled for check" in r.stdout + r.stderr,
+                      f"the NTFS volume is not dirty: ntfsinfo says {(r.stdout + r.stderr).strip()[-200:]!r}")
         imgs[n] = img
     disk = work / "source.img"
     if disk.exists():
@@ -164,7 +209,7 @@ class Shell:
 
 def prepare(ctx, name):
     """Skips without the tools; else a fresh work directory OUT/NAME with the tree, the
-    three-filesystem disk and a copy of the USB stick: (work, files, source, stick)."""
+    four-filesystem disk and a copy of the USB stick: (work, files, source, stick)."""
     if not ctx.cli_ready():
         raise Skip("target/release/imprint has no capture with --json yet")
     for tool in ("mount.exfat-fuse", "ntfs-3g", "mkntfs", "mkfs.exfat", "mcopy", "fusermount", "debugfs"):
@@ -201,7 +246,7 @@ def mtimes(out, prefix):
 
 
 def test_browse_fat32_exfat_ntfs_in_guest(ctx):
-    """(issue 9) one boot: capture a GPT disk with FAT32, exFAT and NTFS partitions to the
+    """(issue 9) one boot: capture a GPT disk with FAT32, exFAT, NTFS and dirty NTFS partitions to the
     IMPRINT store; mount each, list the deep directory, every checksum matches the host's;
     extract the deep directory with timestamps; umount; store unchanged, nothing left."""
     work, files, source, stick = prepare(ctx, "browse-fs-disks")
@@ -231,7 +276,7 @@ def test_browse_fat32_exfat_ntfs_in_guest(ctx):
             mounted = sh_.ok(f"i=0; until grep -q '\"mounted\"' /tmp/mount{n}.log || [ $i -gt 300 ]; do "
                              f"i=$((i+1)); usleep 100000; done; cat /tmp/mount{n}.log; "
                              f"grep ' {mp} ' /proc/mounts", 60)
-            kind = {"fat32": "vfat", "exfat": "exfat", "ntfs": "ntfs3"}[fs]
+            kind = {"fat32": "vfat", "exfat": "exfat", "ntfs": "ntfs3", "ntfs-dirty": "ntfs3"}[fs]
             if not re.search(rf"^/dev/loop\d+ {mp} {kind} ro[, ]", mounted, re.M):
                 problems.append(f"p{n}: not mounted read-only as {kind}: {mounted.strip()}")
             listing = sh_.ok(f"ls -1 {mp}/{DEEP}")
@@ -274,7 +319,7 @@ def test_browse_fat32_exfat_ntfs_in_guest(ctx):
                        "losetup -a; find /run/imprint/mounts /run/imprint/fuse /run/imprint/private -mindepth 1 2>/dev/null")[0]
         if left.strip():
             problems.append(f"left behind: {left.strip()}")
-        ctx.note(f"capture {job.get('seconds')} s; three partitions browsed in "
+        ctx.note(f"capture {job.get('seconds')} s; four partitions browsed in "
                  f"{time.monotonic() - t0:.0f} s (chunks read per mount {fetched}); whole boot {vm.elapsed():.0f} s")
         vm.send("poweroff -f\n")
         vm.wait_exit(30)
@@ -282,7 +327,7 @@ def test_browse_fat32_exfat_ntfs_in_guest(ctx):
     finally:
         vm.stop()
     check(not problems, "; ".join(problems))
-    ctx.note(f"{len(files)} files x 3 filesystems match by sha256; extract kept mtimes; store unchanged; "
+    ctx.note(f"{len(files)} files x 4 filesystems (one NTFS marked dirty) match by sha256; extract kept mtimes; store unchanged; "
              "no mount, loop or FUSE left")
 
 

@@ -359,8 +359,9 @@ fn mount_hint(e: OpsError, fstype: &str, index: u32) -> OpsError {
             "this kernel has no {fstype} driver (`modprobe {fstype}`; the Imprint boot environment has it)"
         )
     } else if fstype == "ntfs3" {
-        "ntfs3 refuses an NTFS volume that Windows left dirty or hibernated (Fast Startup) even read-only; \
-         Imprint never repairs the image: restore the partition and run `chkdsk` from Windows, or `ntfsfix` on the copy"
+        "ntfs3 cannot mount an NTFS volume whose journal ($LogFile) still needs replaying (Windows hibernated it, \
+         Fast Startup, or a crash), not even read-only; Imprint never repairs the image: restore the partition \
+         and start Windows once (or run `ntfsfix` on the copy), then capture again"
             .to_string()
     } else {
         "the filesystem may be damaged in the image, or was captured while in use".to_string()
