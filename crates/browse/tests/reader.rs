@@ -142,3 +142,99 @@ fn a_damaged_chunk_is_an_error_not_wrong_bytes() {
         .count();
     assert!(errors >= 1, "the damaged chunk must fail its hash check");
 }
+
+/// Debian's nginx serving `root` on a free port of 127.0.0.1 (foreground, no master,
+/// files under `dir`); killed on drop. `None` when nginx is not installed.
+struct Nginx(std::process::Child, u16);
+
+impl Nginx {
+    fn serve(dir: &Path, root: &Path) -> Option<Nginx> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let d = dir.display();
+        let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+            .iter()
+            .map(|t| format!("{t}_temp_path {d}/{t};"))
+            .collect();
+        let conf = format!(
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{}}\nhttp {{ access_log {d}/access.log; {temp}\n\
+             server {{ listen 127.0.0.1:{port}; root {}; }} }}\n",
+            root.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), conf).ok()?;
+        let child = std::process::Command::new("nginx")
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let n = Nginx(child, port);
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(n);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
+        None
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn an_http_store_reads_the_same_bytes_with_range_requests_for_touched_chunks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = disk();
+    capture(dir.path(), &src);
+    let web = dir.path().join("nginx");
+    std::fs::create_dir(&web).unwrap();
+    let Some(nginx) = Nginx::serve(&web, dir.path()) else {
+        eprintln!("skipped: nginx (Debian package nginx) is not installed or did not start");
+        return;
+    };
+    let store =
+        Arc::new(Store::open_location(&format!("http://127.0.0.1:{}/store/", nginx.1)).unwrap());
+    let image = store.load_image("raw").unwrap();
+    let r = ImageReader::with_cache(store, &image, 4);
+    let ranges = || {
+        std::fs::read_to_string(web.join("access.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(" 206 ") && l.contains("/store/packs/"))
+            .count()
+    };
+    let before = ranges();
+
+    // One small read: one chunk, fetched with range requests into its pack.
+    let mut b = vec![0u8; 5000];
+    r.read_exact_at(&mut b, 2 * MIB as u64 + 100).unwrap();
+    assert_eq!(b, src[2 * MIB + 100..2 * MIB + 5100]);
+    assert_eq!(r.chunks_fetched(), 1);
+    let one = ranges() - before;
+    assert!(one >= 1, "no range request into a pack for one chunk");
+
+    // The whole disk over HTTP equals the source.
+    let mut all = vec![0u8; src.len()];
+    for (i, piece) in all.chunks_mut(777_777).enumerate() {
+        r.read_exact_at(piece, (i * 777_777) as u64).unwrap();
+    }
+    assert!(
+        all == src,
+        "a full read over HTTP differs from the captured disk"
+    );
+    assert!(
+        ranges() > one,
+        "later chunks were not read with range requests"
+    );
+}
