@@ -2,7 +2,10 @@
 //! (zeros where nothing was stored), only touched chunks are fetched, the cache holds.
 //! No root needed: a raw disk file with no partition table is captured whole.
 
+mod common;
+
 use browse::{ImageReader, View};
+use common::Nginx;
 use imaging::{ReadAt, Store};
 use std::path::Path;
 use std::sync::Arc;
@@ -41,18 +44,7 @@ fn disk() -> Vec<u8> {
 fn capture(dir: &Path, bytes: &[u8]) -> (Arc<Store>, imaging::Image) {
     let src = dir.join("disk.raw");
     std::fs::write(&src, bytes).unwrap();
-    let req = ops::CaptureRequest {
-        source: src,
-        store: dir.join("store"),
-        name: "raw".into(),
-        description: String::new(),
-        level: 3,
-        chunk_size: imaging::DEFAULT_CHUNK_SIZE,
-        force: false,
-        threads: 2,
-    };
-    ops::capture(&req, &mut imaging::NullSink).expect("capture");
-    let store = Arc::new(Store::open(&dir.join("store")).unwrap());
+    let store = common::capture(&src, &dir.join("store"), "raw");
     let image = store.load_image("raw").unwrap();
     (store, image)
 }
@@ -143,55 +135,6 @@ fn a_damaged_chunk_is_an_error_not_wrong_bytes() {
     assert!(errors >= 1, "the damaged chunk must fail its hash check");
 }
 
-/// Debian's nginx serving `root` on a free port of 127.0.0.1 (foreground, no master,
-/// files under `dir`); killed on drop. `None` when nginx is not installed.
-struct Nginx(std::process::Child, u16);
-
-impl Nginx {
-    fn serve(dir: &Path, root: &Path) -> Option<Nginx> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let d = dir.display();
-        let temp: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
-            .iter()
-            .map(|t| format!("{t}_temp_path {d}/{t};"))
-            .collect();
-        let conf = format!(
-            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{}}\nhttp {{ access_log {d}/access.log; {temp}\n\
-             server {{ listen 127.0.0.1:{port}; root {}; }} }}\n",
-            root.display()
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).ok()?;
-        let child = std::process::Command::new("nginx")
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .arg("-p")
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let n = Nginx(child, port);
-        for _ in 0..200 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Some(n);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-        }
-        None
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn an_http_store_reads_the_same_bytes_with_range_requests_for_touched_chunks_only() {
     let dir = tempfile::tempdir().unwrap();
@@ -207,13 +150,7 @@ fn an_http_store_reads_the_same_bytes_with_range_requests_for_touched_chunks_onl
         Arc::new(Store::open_location(&format!("http://127.0.0.1:{}/store/", nginx.1)).unwrap());
     let image = store.load_image("raw").unwrap();
     let r = ImageReader::with_cache(store, &image, 4);
-    let ranges = || {
-        std::fs::read_to_string(web.join("access.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(" 206 ") && l.contains("/store/packs/"))
-            .count()
-    };
+    let ranges = || common::ranges(&web, "/store/packs/");
     let before = ranges();
 
     // One small read: one chunk, fetched with range requests into its pack.
