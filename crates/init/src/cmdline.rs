@@ -2,7 +2,6 @@
 //! (docs/BOOT.md is the reference). Parsing is pure so every rule is unit-tested.
 
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -110,25 +109,9 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// How the boot environment gets onto the network for a network store (`imprint.net=`).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Net {
-    /// DHCP on every wired interface that has a link (the default).
-    #[default]
-    Dhcp,
-    /// A fixed IPv4 address on one interface.
-    Static(StaticNet),
-}
-
-/// `imprint.net=IFACE:ADDR/PREFIX[:GATEWAY[:DNS[,DNS...]]]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticNet {
-    pub iface: String,
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-    pub gateway: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-}
+/// `imprint.net=`: DHCP on every wired link, or one static address (ops::net, which the
+/// TUI uses too).
+pub use ops::net::{Net, StaticNet};
 
 /// A parsed, validated command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -313,7 +296,7 @@ pub fn parse(line: &str) -> Result<Config, CmdlineError> {
                 }
                 cfg.ca = Some(value);
             }
-            "net" => cfg.net = parse_net(&value).ok_or(CmdlineError::BadNet(value))?,
+            "net" => cfg.net = Net::parse(&value).ok_or(CmdlineError::BadNet(value))?,
             "image" => {
                 if !valid_image_name(&value) {
                     return Err(CmdlineError::BadImageName(value));
@@ -404,46 +387,6 @@ fn parse_store(value: &str) -> Result<(Store, Option<Secret>), CmdlineError> {
 }
 
 /// Parses `imprint.net=`: `dhcp`, or `IFACE:ADDR/PREFIX[:GATEWAY[:DNS[,DNS...]]]`.
-fn parse_net(value: &str) -> Option<Net> {
-    if value == "dhcp" {
-        return Some(Net::Dhcp);
-    }
-    let mut parts = value.split(':');
-    let iface = parts.next()?;
-    let valid_iface = !iface.is_empty()
-        && iface.len() <= 15
-        && iface
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
-    if !valid_iface {
-        return None;
-    }
-    let (addr, prefix) = parts.next()?.split_once('/')?;
-    let addr: Ipv4Addr = addr.parse().ok()?;
-    let prefix: u8 = prefix.parse().ok().filter(|p| (1..=32).contains(p))?;
-    let gateway = match parts.next() {
-        None | Some("") => None,
-        Some(g) => Some(g.parse().ok()?),
-    };
-    let dns = match parts.next() {
-        None | Some("") => Vec::new(),
-        Some(d) => d
-            .split(',')
-            .map(|a| a.parse().ok())
-            .collect::<Option<Vec<Ipv4Addr>>>()?,
-    };
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(Net::Static(StaticNet {
-        iface: iface.to_string(),
-        addr,
-        prefix,
-        gateway,
-        dns,
-    }))
-}
-
 /// A store value for error messages, without any `user:password@`.
 fn redact(value: &str) -> String {
     ops::locations::redact(value)
@@ -468,6 +411,7 @@ pub fn valid_image_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     #[test]
     fn plain_boot_opens_the_menu() {

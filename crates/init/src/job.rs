@@ -323,12 +323,14 @@ fn scrub(line: &str, password: Option<&Secret>) -> String {
 
 /// Brings the network up as `imprint.net=` says (DHCP on every wired link by default).
 fn network(cfg: &Config, console: &Console) -> Result<(), JobError> {
-    crate::net::bring_up(&cfg.net, console)
-        .map(|_| ())
-        .map_err(|why| JobError::NoNetwork {
-            store: cfg.store.to_string(),
-            why,
-        })
+    ops::net::bring_up(&cfg.net, &mut |line| {
+        console.say(&format!("imprint: {line}"))
+    })
+    .map(|_| ())
+    .map_err(|why| JobError::NoNetwork {
+        store: cfg.store.to_string(),
+        why,
+    })
 }
 
 /// Mounts an SMB or NFS store with ops::locations (the CLI's own code: mount(2), the
@@ -341,16 +343,11 @@ fn mount_share(
     password: Option<&Secret>,
     writable: bool,
 ) -> Result<MountedStore, JobError> {
-    let mut loc = loc.clone();
-    if let StoreLocation::Smb(s) = &mut loc {
-        if s.user.is_none() {
-            s.user = creds.user.clone();
-        }
-        if s.user.is_none() && password.is_some() {
-            return Err(JobError::PasswordWithoutUser {
-                store: cfg.store.to_string(),
-            });
-        }
+    let loc = with_user(loc, creds);
+    if loc.user().is_none() && password.is_some() && matches!(loc, StoreLocation::Smb(_)) {
+        return Err(JobError::PasswordWithoutUser {
+            store: cfg.store.to_string(),
+        });
     }
     let opened = open_location(&loc, writable, &mut |who| {
         password.map(|p| p.expose().to_string()).ok_or_else(|| {
@@ -366,12 +363,23 @@ fn mount_share(
         .ok_or_else(|| JobError::Share(format!("store {loc}: not mounted")))
 }
 
+/// An SMB location with the credentials file's user when the URL names none.
+pub(crate) fn with_user(loc: &StoreLocation, creds: &Credentials) -> StoreLocation {
+    let mut loc = loc.clone();
+    if let StoreLocation::Smb(s) = &mut loc {
+        if s.user.is_none() {
+            s.user = creds.user.clone();
+        }
+    }
+    loc
+}
+
 /// What a network store takes from the IMPRINT partition.
 #[derive(Debug, Default)]
-struct PartitionFiles {
-    credentials: Credentials,
+pub(crate) struct PartitionFiles {
+    pub(crate) credentials: Credentials,
     /// The copy of `imprint.store.ca=` for `--ca-cert`.
-    ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
 }
 
 /// Reads the credentials file (SMB stores; optional) and `imprint.store.ca=` (required when
@@ -414,7 +422,9 @@ fn read_partition_files(
     read
 }
 
-fn read_files(
+/// Reads the credentials file (when `smb`) and `imprint.store.ca=` from the IMPRINT
+/// partition's filesystem mounted at `root`.
+pub(crate) fn read_files(
     cfg: &Config,
     smb: bool,
     root: &Path,

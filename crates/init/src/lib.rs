@@ -14,7 +14,6 @@ pub mod console;
 pub mod credentials;
 pub mod job;
 pub mod menu;
-pub mod net;
 pub mod probe;
 pub mod process;
 mod sys;
@@ -27,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boot::Halt;
-use cmdline::{Action, Then};
+use cmdline::{Action, Config, Then};
 use console::Console;
 
 /// What PID 1 does next.
@@ -56,17 +55,19 @@ pub fn pid1() -> ! {
     }));
     let started = Instant::now();
     let mut console = Console::stderr_only();
-    let next = match catch_unwind(AssertUnwindSafe(|| start(started, &mut console))) {
-        Ok(next) => next,
+    let (next, cfg) = match catch_unwind(AssertUnwindSafe(|| start(started, &mut console))) {
+        Ok(r) => r,
         Err(_) => {
             console.say("imprint: start-up failed; starting a rescue shell");
-            Next::Shell
+            (Next::Shell, None)
         }
     };
-    run_forever(&console, next)
+    run_forever(&console, next, cfg.as_ref())
 }
 
-fn start(started: Instant, console: &mut Console) -> Next {
+/// Starts the machine and runs a job when asked; returns what comes next and the command
+/// line (when it parsed), which the text UI gets its network settings from.
+fn start(started: Instant, console: &mut Console) -> (Next, Option<Config>) {
     // Children find busybox applets and our tools here; the kernel passes no PATH.
     std::env::set_var("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     std::env::set_var("HOME", "/root");
@@ -106,33 +107,33 @@ fn start(started: Instant, console: &mut Console) -> Next {
             console.say(&format!("imprint: error on the kernel command line: {e}"));
             let report = job::Report::rejected(cmdline::requested_action(&line), e.to_string());
             console.say(&report.to_json_line());
-            cmdline::requested_on_error(&line).into()
+            (cmdline::requested_on_error(&line).into(), None)
         }
-        Ok(cfg) => match cfg.action {
-            Action::Menu => Next::Menu,
-            Action::Shell => Next::Shell,
-            Action::Capture | Action::Restore | Action::Verify => {
-                let report = job::run(&cfg, console);
-                if let Some(e) = &report.error {
-                    console.say(&format!("imprint: {} failed: {e}", cfg.action.name()));
+        Ok(cfg) => {
+            let next = match cfg.action {
+                Action::Menu => Next::Menu,
+                Action::Shell => Next::Shell,
+                Action::Capture | Action::Restore | Action::Verify => {
+                    let report = job::run(&cfg, console);
+                    if let Some(e) = &report.error {
+                        console.say(&format!("imprint: {} failed: {e}", cfg.action.name()));
+                    }
+                    console.say(&report.to_json_line());
+                    if report.ok { cfg.then } else { cfg.on_error }.into()
                 }
-                console.say(&report.to_json_line());
-                if report.ok { cfg.then } else { cfg.on_error }.into()
-            }
-        },
+            };
+            (next, Some(cfg))
+        }
     }
 }
 
-fn run_forever(console: &Console, mut next: Next) -> ! {
-    let mut prepared = false;
+fn run_forever(console: &Console, mut next: Next, cfg: Option<&Config>) -> ! {
+    let mut setup: Option<ui::TuiSetup> = None;
     loop {
         let step = catch_unwind(AssertUnwindSafe(|| match next {
             Next::Menu => {
-                if !prepared {
-                    ui::prepare(console);
-                    prepared = true;
-                }
-                Next::Halt(ui::run(console, console.size()))
+                let setup = setup.get_or_insert_with(|| ui::prepare(console, cfg));
+                Next::Halt(ui::run(console, console.size(), setup))
             }
             Next::Shell => {
                 run_shell(console);

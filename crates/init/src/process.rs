@@ -63,45 +63,6 @@ pub fn run(cmd: &mut Command) -> Result<ExitStatus, RunError> {
     })
 }
 
-/// Spawns every command at once and waits for all of them (PID 1 reaps with
-/// waitpid(-1), so parallel children are waited for here, not from threads). The results
-/// are in the order of `cmds`.
-pub fn run_all(cmds: &mut [Command]) -> Vec<Result<ExitStatus, RunError>> {
-    let mut results: Vec<Option<Result<ExitStatus, RunError>>> = Vec::new();
-    let mut pending: Vec<(usize, u32, String)> = Vec::new();
-    for (i, cmd) in cmds.iter_mut().enumerate() {
-        let program = cmd.get_program().to_string_lossy().into_owned();
-        match cmd.spawn() {
-            Ok(child) => {
-                results.push(None);
-                pending.push((i, child.id(), program));
-            }
-            Err(source) => results.push(Some(Err(RunError::Spawn { program, source }))),
-        }
-    }
-    while !pending.is_empty() {
-        match sys::reap_any(true) {
-            Ok(Some(r)) => {
-                if let Some(k) = pending.iter().position(|(_, pid, _)| *pid == r.pid) {
-                    let (i, _, _) = pending.swap_remove(k);
-                    results[i] = Some(Ok(r.status));
-                }
-            }
-            Ok(None) => continue,
-            Err(source) => {
-                for (i, pid, program) in pending.drain(..) {
-                    results[i] = Some(Err(RunError::Wait {
-                        program,
-                        pid,
-                        source: io::Error::new(source.kind(), source.to_string()),
-                    }));
-                }
-            }
-        }
-    }
-    results.into_iter().flatten().collect()
-}
-
 /// Exit code as a shell reports it: the code, or 128 + the signal number.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;

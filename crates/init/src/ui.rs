@@ -9,10 +9,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ops::locations::StoreLocation;
+use ops::net::{Net, NET_ENV};
+
 use crate::boot::{self, Halt};
+use crate::cmdline::{Config, Secret, Store};
 use crate::console::{self, Console};
 use crate::job::{self, IMPRINT, STORE_MOUNT};
-use crate::{menu, probe, sys};
+use crate::{credentials, menu, probe, sys};
+
+/// How the TUI is given a network store's password: the variable the CLI and the TUI
+/// read (docs/CLI.md), never argv, which every process can read.
+pub const PASSWORD_ENV: &str = "IMPRINT_STORE_PASSWORD";
 
 /// The boot partition's label on the USB image (mkimage.sh).
 pub const BOOT_LABEL: &str = "IMPRINTBOOT";
@@ -44,9 +52,92 @@ struct Slot {
     crashes: u32,
 }
 
-/// Prepares what the TUI needs once: the store mounted read-write at STORE_MOUNT, and
-/// `IMPRINT_BOOT_MEDIUM` when the boot medium can be found.
-pub fn prepare(console: &Console) {
+/// What every `imprint tui` is started with, from the kernel command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TuiSetup {
+    /// `imprint.net=`, handed over in `IMPRINT_NET`: the TUI brings the network up
+    /// itself (ops::net) when a network store is wanted.
+    pub net: Net,
+    /// `--store URL`: a network store named by `imprint.store=` in menu mode, with the
+    /// credentials file's user when the URL has none.
+    pub store: Option<String>,
+    /// Its password (`imprint.store.password=` or the credentials file).
+    pub password: Option<Secret>,
+    /// `--ca-cert`: the copy of `imprint.store.ca=`.
+    pub ca: Option<PathBuf>,
+}
+
+impl TuiSetup {
+    /// The setup for a command line; `files` is what the IMPRINT partition holds.
+    pub fn new(cfg: &Config, files_root: Option<&Path>, console: &Console) -> TuiSetup {
+        let mut setup = TuiSetup {
+            net: cfg.net.clone(),
+            ..TuiSetup::default()
+        };
+        // After a job the menu lists the IMPRINT partition's stores only: the job's own
+        // network store was unmounted on purpose.
+        if cfg.action.is_job() {
+            return setup;
+        }
+        let loc = match &cfg.store {
+            Store::Share(loc) => loc.clone(),
+            Store::Http(url) => match StoreLocation::parse(url) {
+                Ok(l) => l,
+                Err(e) => {
+                    console.say(&format!("imprint: imprint.store: {e}"));
+                    return setup;
+                }
+            },
+            Store::Label(_) | Store::Device(_) => return setup,
+        };
+        let smb = matches!(loc, StoreLocation::Smb(_));
+        let files = match files_root {
+            Some(root) if smb || cfg.ca.is_some() => job::read_files(cfg, smb, root, console)
+                .unwrap_or_else(|e| {
+                    console.say(&format!("imprint: {e}"));
+                    Default::default()
+                }),
+            _ => Default::default(),
+        };
+        let loc = job::with_user(&loc, &files.credentials);
+        setup.password = cfg.password.clone().or(files.credentials.password);
+        if setup.password.is_some() && loc.user().is_none() && smb {
+            console.say(&format!(
+                "imprint: imprint.store={loc}: a password is given but no user: the text UI connects as a guest (use smb://USER@SERVER/SHARE or user= in IMPRINT:/{})",
+                credentials::PATH
+            ));
+        }
+        setup.store = Some(loc.to_string());
+        setup.ca = files.ca;
+        setup
+    }
+
+    /// The TUI's arguments after `tui`.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec!["--store".to_string(), STORE_MOUNT.to_string()];
+        if let Some(s) = &self.store {
+            args.extend(["--store".to_string(), s.clone()]);
+        }
+        if let Some(ca) = &self.ca {
+            args.extend(["--ca-cert".to_string(), ca.display().to_string()]);
+        }
+        args
+    }
+
+    /// Environment variables for the TUI (the password among them).
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![(NET_ENV, self.net.to_string())];
+        if let Some(p) = &self.password {
+            env.push((PASSWORD_ENV, p.expose().to_string()));
+        }
+        env
+    }
+}
+
+/// Prepares what the TUI needs once: the store mounted read-write at STORE_MOUNT,
+/// `IMPRINT_BOOT_MEDIUM` when the boot medium can be found, and what the command line
+/// says about networking and a network store.
+pub fn prepare(console: &Console, cfg: Option<&Config>) -> TuiSetup {
     let store = PathBuf::from("/dev/disk/by-label").join(STORE_LABEL);
     match std::fs::canonicalize(&store) {
         Ok(dev) => match job::mount_store_rw(&dev) {
@@ -97,6 +188,17 @@ pub fn prepare(console: &Console) {
             ));
         }
     }
+    let store_mounted = is_mounted(Path::new(STORE_MOUNT));
+    match cfg {
+        // The credentials file is read where the IMPRINT partition is already mounted:
+        // a second, read-only mount of it would be refused (it would change its RO state).
+        Some(cfg) => TuiSetup::new(
+            cfg,
+            store_mounted.then_some(Path::new(STORE_MOUNT)),
+            console,
+        ),
+        None => TuiSetup::default(),
+    }
 }
 
 fn is_mounted(target: &Path) -> bool {
@@ -118,13 +220,13 @@ fn ui_consoles() -> Vec<String> {
     }
 }
 
-fn spawn(slot: &Slot, size: (u16, u16)) -> std::io::Result<u32> {
+fn spawn(slot: &Slot, size: (u16, u16), setup: &TuiSetup) -> std::io::Result<u32> {
     let path = PathBuf::from("/dev").join(&slot.tty);
     let tty = OpenOptions::new().read(true).write(true).open(&path)?;
     let mut cmd = match slot.kind {
         Kind::Tui => {
             let mut c = Command::new(IMPRINT);
-            c.args(["tui", "--store", STORE_MOUNT]);
+            c.arg("tui").args(setup.args()).envs(setup.env());
             c
         }
         Kind::Menu => {
@@ -148,7 +250,7 @@ fn spawn(slot: &Slot, size: (u16, u16)) -> std::io::Result<u32> {
 }
 
 /// Runs the UIs until one asks to reboot or power off; returns that request.
-pub fn run(console: &Console, size: (u16, u16)) -> Halt {
+pub fn run(console: &Console, size: (u16, u16), setup: &TuiSetup) -> Halt {
     let tui_present = Path::new(IMPRINT).exists();
     if !tui_present {
         console.say(&format!(
@@ -172,7 +274,7 @@ pub fn run(console: &Console, size: (u16, u16)) -> Halt {
                 continue;
             }
             slot.started = Instant::now();
-            match spawn(slot, size) {
+            match spawn(slot, size, setup) {
                 Ok(pid) => {
                     slot.pid = Some(pid);
                     by_pid.insert(pid, i);
@@ -238,5 +340,80 @@ fn fallback_if_failing(console: &Console, slots: &mut [Slot]) {
             slot.kind = Kind::Menu;
             slot.crashes = 0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmdline::parse;
+
+    fn setup(line: &str, creds: Option<&str>) -> TuiSetup {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(text) = creds {
+            std::fs::create_dir_all(dir.path().join("imprint")).unwrap();
+            std::fs::write(dir.path().join(credentials::PATH), text).unwrap();
+        }
+        TuiSetup::new(
+            &parse(line).unwrap(),
+            Some(dir.path()),
+            &Console::stderr_only(),
+        )
+    }
+
+    #[test]
+    fn menu_mode_hands_the_network_store_to_the_tui_with_the_password_outside_argv() {
+        let s = setup(
+            "imprint.store=smb://10.0.2.4/qemu/lab imprint.net=eth0:10.0.2.15/24:10.0.2.2",
+            Some("user=tech\npassword=s3cret pw\n"),
+        );
+        assert_eq!(
+            s.args(),
+            [
+                "--store",
+                STORE_MOUNT,
+                "--store",
+                "smb://tech@10.0.2.4/qemu/lab"
+            ]
+        );
+        assert!(!s.args().iter().any(|a| a.contains("s3cret")));
+        assert_eq!(
+            s.env(),
+            [
+                (NET_ENV, "eth0:10.0.2.15/24:10.0.2.2".to_string()),
+                (PASSWORD_ENV, "s3cret pw".to_string())
+            ]
+        );
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn the_command_line_password_wins_over_the_credentials_file() {
+        let s = setup(
+            "imprint.store=smb://lab@fs1/images imprint.store.password=fromcmdline",
+            Some("user=other\npassword=fromfile\n"),
+        );
+        assert_eq!(s.store.as_deref(), Some("smb://lab@fs1/images"));
+        assert_eq!(s.password.as_ref().map(Secret::expose), Some("fromcmdline"));
+    }
+
+    #[test]
+    fn nfs_and_http_stores_are_passed_and_local_ones_are_not() {
+        let s = setup("imprint.store=nfs://nas/srv/imprint", None);
+        assert_eq!(s.store.as_deref(), Some("nfs://nas/srv/imprint"));
+        assert_eq!(s.env(), [(NET_ENV, "dhcp".to_string())]);
+        let s = setup("imprint.store=http://10.0.2.100/store/", None);
+        assert_eq!(s.store.as_deref(), Some("http://10.0.2.100/store/"));
+        let s = setup("imprint.store=label:IMAGES", None);
+        assert_eq!(s.args(), ["--store", STORE_MOUNT]);
+    }
+
+    #[test]
+    fn after_a_job_the_menu_does_not_reconnect_the_jobs_store() {
+        let s = setup(
+            "imprint.action=verify imprint.image=golden imprint.store=nfs://nas/srv/imprint",
+            None,
+        );
+        assert_eq!(s.store, None);
     }
 }

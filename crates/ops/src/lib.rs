@@ -10,6 +10,7 @@ mod error;
 mod grow;
 mod layout;
 pub mod locations;
+pub mod net;
 mod restore;
 mod stores;
 mod verify;
