@@ -69,18 +69,22 @@ pub fn trust_ca(file: Option<&Path>) -> Result<(), OpsError> {
 
 fn password(who: &str, file: Option<&Path>) -> Result<String, OpsError> {
     if let Some(f) = file {
-        let text = std::fs::read_to_string(f).map_err(|source| OpsError::Io {
-            what: "reading the password file",
-            path: f.into(),
-            source,
-        })?;
-        // The first line: a file written by `echo` ends in a newline.
-        return Ok(text.lines().next().unwrap_or("").to_string());
+        return password_from_file(f);
     }
     if let Some(p) = std::env::var_os(PASSWORD_ENV) {
         return Ok(p.to_string_lossy().into_owned());
     }
     prompt(who)
+}
+
+/// `--password-file FILE`: its first line (a file written by `echo` ends in a newline).
+pub fn password_from_file(f: &Path) -> Result<String, OpsError> {
+    let text = std::fs::read_to_string(f).map_err(|source| OpsError::Io {
+        what: "reading the password file",
+        path: f.into(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or("").to_string())
 }
 
 /// Reads a password from the terminal with echo off, restoring the terminal after.

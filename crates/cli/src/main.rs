@@ -118,7 +118,9 @@ enum Command {
     Info { store: PathBuf, name: String },
     /// The text UI: disks, stores, capture, restore and verify with the keyboard.
     Tui {
-        /// A store directory to show besides /run/imprint/store (repeatable).
+        /// A store to show besides /run/imprint/store: a directory, or an smb://, nfs://,
+        /// http(s):// location connected at start (repeatable). The password of an SMB
+        /// user comes from --password-file, else $IMPRINT_STORE_PASSWORD, else the form.
         #[arg(long)]
         store: Vec<PathBuf>,
     },
@@ -186,7 +188,7 @@ fn main() {
     let result = location::trust_ca(cli.ca_cert.as_deref())
         .and_then(|()| location::prepare(&mut cli.command, cli.password_file.as_deref()))
         .and_then(|mount| {
-            let r = run(cli.command, &mut reporter);
+            let r = run(cli.command, &mut reporter, cli.password_file.as_deref());
             drop(mount);
             r
         });
@@ -232,11 +234,23 @@ fn command_name(c: &Command) -> &'static str {
     }
 }
 
-fn run(command: Command, rep: &mut Reporter) -> Result<(), OpsError> {
+fn run(
+    command: Command,
+    rep: &mut Reporter,
+    password_file: Option<&std::path::Path>,
+) -> Result<(), OpsError> {
     let json = rep.json();
     match command {
         Command::Tui { store } => {
-            let exit = tui::run(tui::Options { stores: store }).map_err(|source| OpsError::Io {
+            // Read before the screen is taken, so a wrong path is a plain error line.
+            let password = password_file
+                .map(location::password_from_file)
+                .transpose()?;
+            let opts = tui::Options {
+                stores: store,
+                password,
+            };
+            let exit = tui::run(opts).map_err(|source| OpsError::Io {
                 what: "running the text UI on",
                 path: "/dev/tty".into(),
                 source,

@@ -55,3 +55,25 @@ fn an_smb_user_without_a_password_source_is_told_how_to_give_one() {
         all_output(&o)
     );
 }
+
+#[test]
+fn tui_takes_password_file_and_a_missing_one_fails_before_the_screen() {
+    let o = imprint(
+        &[
+            "tui",
+            "--password-file",
+            "/nonexistent/imprint-pw",
+            "--store",
+            "smb://lab@127.0.0.1/images",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", all_output(&o));
+    let out = all_output(&o);
+    assert!(
+        out.contains("reading the password file") && out.contains("/nonexistent/imprint-pw"),
+        "{out}"
+    );
+    // Nothing drew a screen: the alternate screen was never entered.
+    assert!(!out.contains("\x1b[?1049h"), "{out}");
+}

@@ -66,6 +66,8 @@ pub enum Action {
         location: String,
         password: Option<crate::app::Secret>,
     },
+    /// The network came up or not (`ops::net::ensure_up`), or is being brought up.
+    Network(crate::app::NetState),
     /// A network store was connected (its row, images listed), or why not.
     StoreConnected {
         location: String,
@@ -144,6 +146,9 @@ pub enum Effect {
         location: String,
         password: crate::app::Secret,
     },
+    /// Bring the network up in the boot environment (links, DHCP or `imprint.net=`) on
+    /// a helper thread; nothing where the operating system runs the network.
+    BringUpNetwork,
     StartJob(JobSpec),
     /// Set the job's cancel flag; it stops at the next chunk boundary.
     CancelJob,

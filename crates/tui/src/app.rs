@@ -93,6 +93,18 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The boot environment's network, as the network store form shows it
+/// (`ops::net::ensure_up` on a helper thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetState {
+    /// DHCP (or `imprint.net=`'s static address) is being set up.
+    Starting,
+    /// On the network: `eth0 10.0.2.15/24`.
+    Up(String),
+    /// Why not, in words for a technician.
+    Down(String),
+}
+
 /// Network store types in the form's order.
 pub const NET_KINDS: [&str; 4] = ["smb", "nfs", "http", "https"];
 
@@ -379,6 +391,8 @@ pub struct App {
     pub restore: RestoreWizard,
     pub verify: VerifyWizard,
     pub net: NetForm,
+    /// `None` where the operating system, not Imprint, runs the network.
+    pub network: Option<NetState>,
     pub browser: crate::browser::BrowserState,
     pub job: JobView,
     pub result: Option<ResultView>,
@@ -424,6 +438,7 @@ impl App {
             restore: RestoreWizard::default(),
             verify: VerifyWizard::default(),
             net: NetForm::default(),
+            network: None,
             browser: Default::default(),
             job: JobView::default(),
             result: None,

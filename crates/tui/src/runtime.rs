@@ -3,7 +3,9 @@
 //! polls disks and stores, loads keymaps. Results come back as [`Action`]s.
 
 use crate::action::{Action, Effect, JobMsg, JobSpec};
-use crate::app::{App, ConfirmView, JobFailure, JobKind, JobSuccess, Secret, TargetCheck};
+use crate::app::{
+    App, ConfirmView, JobFailure, JobKind, JobSuccess, NetState, Secret, TargetCheck,
+};
 use crate::browser::Dest;
 use crate::browser_io;
 use crate::diskstores::DiskStores;
@@ -99,6 +101,21 @@ pub struct Runtime {
     stamps: Vec<Option<std::time::SystemTime>>,
     /// The partition the image browser has mounted (read-only); unmounted on drop.
     browsed: Option<browse::Mounted>,
+    /// `imprint.net=` from PID 1 (`ops::net::from_env`): set in the boot environment,
+    /// where the TUI brings the network up itself before it connects a network store.
+    pub network: Option<ops::net::Net>,
+    /// The bring-up running on a helper thread: its log lines and outcome.
+    bringing_up: Option<Receiver<NetOutcome>>,
+}
+
+/// What a bring-up said, and the interfaces on the network or why none is.
+type NetOutcome = (Vec<String>, Result<Vec<ops::net::Link>, String>);
+
+/// `ops::net::ensure_up`, with its lines kept for the log.
+fn bring_up(net: &ops::net::Net) -> NetOutcome {
+    let mut lines = Vec::new();
+    let r = ops::net::ensure_up(net, &mut |l| lines.push(l.to_string()));
+    (lines, r)
 }
 
 /// Modification times of each store directory and its `images/` (a capture from
@@ -138,6 +155,8 @@ impl Runtime {
             notes: Vec::new(),
             stamps: Vec::new(),
             browsed: None,
+            network: None,
+            bringing_up: None,
         }
     }
 
@@ -248,13 +267,36 @@ impl Runtime {
                         .map_err(|e| e.to_string()),
                 )]
             }
+            Effect::BringUpNetwork => {
+                let Some(net) = self.network.clone() else {
+                    return vec![];
+                };
+                if self.bringing_up.is_some() {
+                    return vec![];
+                }
+                let (tx, rx) = mpsc::channel();
+                match std::thread::Builder::new()
+                    .name("imprint-net".into())
+                    .spawn(move || {
+                        let _ = tx.send(bring_up(&net));
+                    }) {
+                    Ok(_) => {
+                        self.bringing_up = Some(rx);
+                        vec![Action::Network(NetState::Starting)]
+                    }
+                    Err(e) => vec![Action::Network(NetState::Down(format!(
+                        "cannot start a thread: {e}"
+                    )))],
+                }
+            }
             Effect::ConnectStore { location, password } => {
                 let (tx, rx) = mpsc::channel();
                 let loc = location.clone();
+                let net = self.network.clone();
                 match std::thread::Builder::new()
                     .name("imprint-connect".into())
                     .spawn(move || {
-                        let _ = tx.send(connect_store(&loc, &password));
+                        let _ = tx.send(connect_store(&loc, &password, net.as_ref()));
                     }) {
                     Ok(_) => {
                         self.connecting.push((location, rx));
@@ -361,14 +403,38 @@ impl Runtime {
     /// The job's messages that arrived, without waiting, and a tick.
     pub fn poll(&mut self) -> Vec<Action> {
         let mut out: Vec<Action> = self.notes.drain(..).map(Action::Note).collect();
+        out.extend(self.network_news());
         out.extend(self.connection(Duration::ZERO));
         out.extend(self.collect(Duration::ZERO));
+        out
+    }
+
+    /// The outcome of the bring-up, once it came.
+    fn network_news(&mut self) -> Vec<Action> {
+        let Some(rx) = &self.bringing_up else {
+            return vec![];
+        };
+        let (lines, r) = match rx.try_recv() {
+            Err(mpsc::TryRecvError::Empty) => return vec![],
+            Err(mpsc::TryRecvError::Disconnected) => (
+                vec![],
+                Err("the network bring-up crashed (a bug in Imprint)".to_string()),
+            ),
+            Ok(o) => o,
+        };
+        self.bringing_up = None;
+        let mut out: Vec<Action> = lines.into_iter().map(Action::Note).collect();
+        out.push(Action::Network(match r {
+            Ok(links) => NetState::Up(ops::net::describe(&links)),
+            Err(why) => NetState::Down(why),
+        }));
         out
     }
 
     /// Waits up to `timeout` for the job's next message, then drains the rest.
     pub fn wait(&mut self, timeout: Duration) -> Vec<Action> {
         let mut out: Vec<Action> = self.notes.drain(..).map(Action::Note).collect();
+        out.extend(self.network_news());
         out.extend(self.connection(if self.job.is_some() {
             Duration::ZERO
         } else {
@@ -537,8 +603,16 @@ pub const HTTP_READ_ONLY: &str = "read-only (HTTP): restore and verify only";
 /// Mounts or opens a network store with `ops::locations` and lists its images. An
 /// SMB or NFS share is mounted writable (captures can go there), or read-only when
 /// the server allows no more. The password goes into the mount data only.
-fn connect_store(location: &str, password: &Secret) -> Result<NetStore, String> {
+fn connect_store(
+    location: &str,
+    password: &Secret,
+    net: Option<&ops::net::Net>,
+) -> Result<NetStore, String> {
     let loc = StoreLocation::parse(location).map_err(|e| e.to_string())?;
+    if let (Some(net), false) = (net, matches!(loc, StoreLocation::Local(_))) {
+        // Waits for a bring-up already under way (the form's, or the one at start).
+        ops::net::ensure_up(net, &mut |_| {}).map_err(|why| format!("{loc}: no network: {why}"))?;
+    }
     let http = matches!(loc, StoreLocation::Http(_));
     let mut pass = |_: &str| Ok(password.0.clone());
     let (opened, read_only) = match open_location(&loc, !http, &mut pass) {

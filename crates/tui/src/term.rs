@@ -27,6 +27,8 @@ pub struct Options {
     /// Stores besides the boot image's `/run/imprint/store`: directories, or
     /// `smb://`, `nfs://`, `http(s)://` locations connected at start.
     pub stores: Vec<PathBuf>,
+    /// The password for those stores (`--password-file`); else `$IMPRINT_STORE_PASSWORD`.
+    pub password: Option<String>,
 }
 
 /// The password of an `smb://USER@...` store, as the CLI reads it (docs/CLI.md
@@ -110,6 +112,7 @@ pub fn run(opts: Options) -> io::Result<Exit> {
     let (paths, remote) = split_stores(&opts.stores);
     let mut rt = Runtime::new(Box::new(DiscoveredDisks), paths);
     rt.interactive = true;
+    rt.network = ops::net::from_env();
     // Looking for stores on other disks mounts their partitions (read-only), which
     // only root may do: the boot environment, or `sudo imprint tui`.
     if rustix::process::geteuid().is_root() {
@@ -134,7 +137,15 @@ pub fn run(opts: Options) -> io::Result<Exit> {
     let monitor = disks::DiskMonitor::start(false).ok();
     let snap = rt.snapshot(true);
     dispatch(&mut app, &mut rt, snap);
-    let password = std::env::var(PASSWORD_ENV).ok().map(crate::app::Secret);
+    // In the boot environment the network comes up in the background from the start,
+    // so the form and a store named at boot find it ready.
+    for a in rt.apply(crate::action::Effect::BringUpNetwork) {
+        dispatch(&mut app, &mut rt, a);
+    }
+    let password = opts
+        .password
+        .or_else(|| std::env::var(PASSWORD_ENV).ok())
+        .map(crate::app::Secret);
     for location in remote {
         let password = password.clone();
         dispatch(

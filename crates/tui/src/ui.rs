@@ -5,7 +5,8 @@
 //! console and a serial terminal show correctly.
 
 use crate::app::{
-    App, HomeFocus, JobKind, Popup, RestoreMode, Screen, LAYOUTS, NET_KINDS, RESTORE_OPTIONS, TOOLS,
+    App, HomeFocus, JobKind, NetState, Popup, RestoreMode, Screen, LAYOUTS, NET_KINDS,
+    RESTORE_OPTIONS, TOOLS,
 };
 use crate::model::{DiskRow, StoreRow};
 use crate::update::{capture_fit, confirmation_matches, name_problem, Fit};
@@ -533,6 +534,19 @@ fn add_store(app: &App, f: &mut Frame, body: Rect) {
         n.location()
     };
     lines.push(field("Location:", &cut(&location, 64), false));
+    if let Some(state) = &app.network {
+        let (text, style) = match state {
+            NetState::Starting => (
+                "network: starting (DHCP on every wired port with a cable)...".to_string(),
+                yellow(),
+            ),
+            NetState::Up(links) => (format!("network: {links}"), green()),
+            NetState::Down(why) => (format!("no network: {why}"), red()),
+        };
+        for l in wrap(&text, 76) {
+            lines.push(Line::styled(l, style));
+        }
+    }
     lines.push(Line::raw(""));
     let about = match n.kind {
         0 => "Mounted with the kernel's SMB 3 client (no SMB1). Images can be captured into the share when the user may write it. Example: server fs1, share images/pcs.",

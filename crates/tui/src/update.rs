@@ -3,8 +3,9 @@
 
 use crate::action::{Action, Effect, JobMsg, JobSpec};
 use crate::app::{
-    App, ConfirmView, Exit, HomeFocus, JobKind, JobView, NetForm, Popup, RestoreMode, ResultView,
-    Screen, Secret, TargetCheck, LAYOUTS, NET_KINDS, RATE_WINDOW_MS, RESTORE_OPTIONS, TOOLS,
+    App, ConfirmView, Exit, HomeFocus, JobKind, JobView, NetForm, NetState, Popup, RestoreMode,
+    ResultView, Screen, Secret, TargetCheck, LAYOUTS, NET_KINDS, RATE_WINDOW_MS, RESTORE_OPTIONS,
+    TOOLS,
 };
 use crate::model::{DiskRow, ImageRow, StoreRow};
 use disks::usage::human_size;
@@ -32,6 +33,15 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
         }
         Action::ConnectLocation { location, password } => {
             return connect_location(app, &location, password)
+        }
+        Action::Network(state) => {
+            match &state {
+                NetState::Starting => {}
+                NetState::Up(links) => log(app, format!("network: {links}")),
+                NetState::Down(why) => log(app, format!("no network: {why}")),
+            }
+            app.network = Some(state);
+            return vec![];
         }
         Action::CapturePreviewed { source, preview } => {
             if app
@@ -575,6 +585,8 @@ fn home(app: &mut App, action: Action) -> Vec<Effect> {
             app.net.error = None;
             app.net.field = 0;
             app.screen = Screen::AddStore;
+            // A cable plugged in since boot is found now; at once when already up.
+            return vec![Effect::BringUpNetwork];
         }
         Action::Quit => app.exit = Some(Exit::Quit),
         _ => {}
@@ -1131,10 +1143,18 @@ fn job_msg(app: &mut App, msg: JobMsg) {
                 }
             }
         }
-        JobMsg::Done { at_ms, outcome } => {
+        JobMsg::Done { at_ms, mut outcome } => {
             let Some(kind) = app.job.kind else { return };
             app.job.elapsed_ms = app.job.elapsed_ms.max(at_ms);
             app.job.finished = true;
+            if let (Ok(s), JobKind::Capture, Some(store)) = (&mut outcome, kind, &app.capture.store)
+            {
+                // The worker names the directory it wrote; a person knows a share by its
+                // address (smb://fs1/images), not by where Imprint mounted it.
+                s.headline = s
+                    .headline
+                    .replace(&store.path.display().to_string(), &store.name());
+            }
             match &outcome {
                 Ok(s) => log(app, format!("{}: {}", app.job.title, s.headline)),
                 Err(f) => log(
