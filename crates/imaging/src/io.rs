@@ -139,6 +139,14 @@ fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
 impl IoBuf {
     /// A zero-filled buffer of `len` bytes.
     pub fn new(len: usize) -> Self {
+        let mut b = Self::for_overwrite(len);
+        b.fill(0);
+        b
+    }
+
+    /// A buffer of `len` bytes that may still hold a previous user's bytes, for a
+    /// caller that writes every byte before reading any (saves a memset per chunk).
+    pub fn for_overwrite(len: usize) -> Self {
         let need = len + DIRECT_ALIGN;
         let reused = {
             let mut p = pool();
@@ -147,7 +155,7 @@ impl IoBuf {
                 .map(|i| p.swap_remove(i))
         };
         let mut raw = reused.unwrap_or_default();
-        raw.clear();
+        // Only a fresh allocation (or growth) is filled here; a reused one keeps its bytes.
         raw.resize(need, 0);
         // align_offset may (in theory) decline; the buffer then just isn't direct-aligned.
         let off = match raw.as_ptr().align_offset(DIRECT_ALIGN) {

@@ -69,9 +69,11 @@ pub fn read_masked(
     extents: &[Extent],
     window: Extent,
 ) -> std::io::Result<(IoBuf, u64)> {
-    let mut buf = IoBuf::new(window.len as usize);
+    // Every byte is either read or zeroed below.
+    let mut buf = IoBuf::for_overwrite(window.len as usize);
     let pieces: Vec<Extent> = clip(extents, window).collect();
     let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
+        buf.fill(0);
         return Ok((buf, 0));
     };
     let lo = (first.offset - window.offset) as usize;
@@ -123,6 +125,23 @@ mod tests {
         let (buf, _) = read_masked(&d, &ext, Extent::new(16, 16)).unwrap();
         assert_eq!(&buf[..4], &[0, 0, 0, 0]);
         assert_eq!(buf[4], 21);
+    }
+
+    #[test]
+    fn read_masked_zeroes_what_a_reused_buffer_held() {
+        let d = MemDisk::from_vec(vec![7u8; 64]);
+        for _ in 0..8 {
+            // Dirty buffers of the same size go back to the pool, for read_masked to reuse.
+            let mut junk: Vec<IoBuf> = (0..4).map(|_| IoBuf::new(64)).collect();
+            junk.iter_mut().for_each(|b| b.fill(0xff));
+            drop(junk);
+            let (buf, _) = read_masked(&d, &[Extent::new(8, 8)], Extent::new(0, 64)).unwrap();
+            assert!(buf[..8].iter().all(|&b| b == 0));
+            assert!(buf[8..16].iter().all(|&b| b == 7));
+            assert!(buf[16..].iter().all(|&b| b == 0));
+            let (none, n) = read_masked(&d, &[Extent::new(100, 8)], Extent::new(0, 64)).unwrap();
+            assert!(none.iter().all(|&b| b == 0) && n == 0);
+        }
     }
 
     #[test]
