@@ -432,9 +432,11 @@ def test_tui_lists_a_store_on_a_hotplugged_stick(ctx):
 
 def test_tui_adds_an_smb_store_and_restores_from_it(ctx):
     """(issues 6, 8) QEMU's built-in SMB share (`-netdev user,smb=DIR`) added from the TUI
-    with keystrokes only: "Add network store" (n), a wrong share name first ("share not
-    found" on the form), then the right one; the home screen lists its image; a restore
-    from it onto a blank virtio disk, checked byte for byte on the host."""
+    with keystrokes only and no network set up by hand: the form shows the address DHCP
+    gave (the TUI brings the network up itself), "Add network store" (n), a wrong share
+    name first ("share not found" on the form), then the right one; the home screen lists
+    its image; a restore from it onto a blank virtio disk, checked byte for byte on the
+    host."""
     from tests_http import need_tools, random_store
 
     need_tools("smbd")
@@ -453,21 +455,13 @@ def test_tui_adds_an_smb_store_and_restores_from_it(ctx):
     try:
         vm.wait_for(r"imprint: ready in", 40)
         vm.wait_screen(r"Home[\s\S]*/run/imprint/store", 30, "home screen")
-        # The menu brings up no network by itself (init does for network stores on the
-        # command line): a static address from the rescue shell, as tests_netstores does.
-        vm.keys("t")
-        vm.wait_screen(r"Tools", 10)
-        vm.keys(ENTER)
-        vm.wait_for(r"Imprint rescue shell", 10)
-        time.sleep(1)
-        vm.shell("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0")
-        vm.send("exit\n")
-        vm.wait_screen(r"Tools", 15)
-        vm.keys(ESC)
-        vm.wait_screen(r"Home", 10)
-
+        t_home = time.monotonic()
+        # Nobody configures the network: the TUI brings it up at start (DHCP from QEMU's
+        # user network) and the form says which interface has which address.
         vm.keys("n")
         vm.wait_screen(r"Add a network store", 10)
+        t = vm.wait_screen(r"network: eth0 10\.0\.2\.15/24", 60, "the network line on the form")
+        ctx.note(f"form shows network: eth0 10.0.2.15/24 {time.monotonic() - t_home:.1f} s after home")
         vm.keys(DOWN, *"10.0.2.4", ENTER, *"nosuch", ENTER, ENTER, ENTER)
         t = vm.wait_screen(r"Not connected: [\s\S]*(not found|denied|unreachable)", 60, "the wrong share refused")
         check("share not found" in t.replace("|\n|", " "), f"a missing share is not named as such:\n{t}")
@@ -515,6 +509,78 @@ def test_tui_adds_an_smb_store_and_restores_from_it(ctx):
         vm.stop()
     check(target.read_bytes() == source.read_bytes(), "the disk restored from SMB differs from the source")
 
+def test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it(ctx):
+    """(issues 6, 8) Menu mode with `imprint.store=smb://10.0.2.100/store` on the kernel
+    command line and the user and password only in IMPRINT:/imprint/credentials: a real
+    smbd with user root / password s3cret on the host's loopback (guestfwd). With no
+    keystroke the TUI's home screen lists the share (as smb://root@…) and its image; a
+    capture into it from the wizard ends with a headline naming the smb:// address, not
+    the mount directory; the host finds the new image in the share. The password is in
+    neither the console output nor the kernel command line."""
+    from tests_http import guestfwd_net, imprint_partition, need_tools, random_store
+    from tests_netstores import Smbd
+
+    need_tools("smbd", "pdbedit", "socat", "mkfs.vfat", "mcopy")
+    work = OUT / "tui-smb-boot-disks"
+    source, share = random_store(work, 8, "share")
+    files = imprint_partition(work / "imprint-files.img",
+                              {"/imprint/credentials": b"user=root\npassword=s3cret\n"})
+    disk = work / "disk.img"
+    with open(disk, "wb") as f:
+        for i in range(16):
+            f.write(bytes([i]) * (1 << 20))
+    smbd = Smbd(work / "smbd", share)
+    try:
+        args = kernel_args("imprint.store=smb://10.0.2.100/store") + guestfwd_net("10.0.2.100:445", smbd.port)
+        args += disk_args(files, "virtio", "IMPRINT-FILES", "fl") + disk_args(disk, "ahci", "SRC-DISK", "src")
+        vm = TuiVM("tui-smb-boot", args)
+        try:
+            vm.wait_for(r"imprint: ready in", 40)
+            t0 = time.monotonic()
+            t = vm.wait_screen(r"smb://root@10\.0\.2\.100/store: 1 image[^\n]*\n[^\n]*golden", 90,
+                               "the store named at boot and its image on the home screen")
+            ctx.note(f"SMB store from the command line listed {time.monotonic() - t0:.1f} s after ready")
+
+            vm.keys("c")
+            vm.wait_screen(r"Capture 1/5", 10)
+            vm.select_row("SRC-DISK")
+            vm.keys(ENTER)
+            vm.wait_screen(r"Capture 2/5", 10)
+            vm.select_row("smb://root@10.0.2.100/store")
+            vm.keys(ENTER)
+            vm.wait_screen(r"Capture 3/5", 10)
+            vm.keys(*"second", ENTER)
+            vm.wait_screen(r"Capture 4/5", 10)
+            vm.keys(ENTER)
+            vm.wait_screen(r"Capture 5/5", 20)
+            vm.keys(ENTER)
+            res = vm.wait_screen(r"Result[\s\S]*(SUCCESS|FAILED)", 180, "capture result")
+            flat = res.replace("|\n|", " ")
+            check("SUCCESS" in res, f"capture into the SMB store:\n{res}")
+            check('Captured "second" into smb://root@10.0.2.100/store' in flat,
+                  f"the headline does not name the share:\n{res}")
+            check("/run/imprint/net" not in res, f"the result names the mount directory:\n{res}")
+            vm.keys(ENTER)
+            vm.wait_screen(r"smb://root@10\.0\.2\.100/store: 2 images", 30, "home with the new image")
+            vm.keys("t")
+            vm.wait_screen(r"Tools", 10)
+            vm.select_row("Power off")
+            vm.keys(ENTER)
+            vm.wait_screen(r"y yes", 10, "power-off question")
+            vm.keys("y")
+            vm.wait_for(r"imprint: powering off", 30)
+            vm.wait_exit(30)
+            vm.assert_no_panic()
+            log = vm.log.read_bytes()
+        finally:
+            vm.stop()
+    finally:
+        smbd.stop()
+    check(b"s3cret" not in log, "the password is in the console output")
+    check(any(p.name.startswith("second") for p in (share / "images").iterdir()),
+          f"no image 'second' in the share: {sorted(p.name for p in (share / 'images').iterdir())}")
+
 
 TESTS = [test_tui_capture_then_restore_over_serial, test_tui_lists_a_store_on_a_hotplugged_stick,
-         test_tui_adds_an_smb_store_and_restores_from_it]
+         test_tui_adds_an_smb_store_and_restores_from_it,
+         test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it]
