@@ -581,6 +581,44 @@ def test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it(ctx):
           f"no image 'second' in the share: {sorted(p.name for p in (share / 'images').iterdir())}")
 
 
+def test_tui_form_says_no_cable_then_finds_the_network_when_plugged_in(ctx):
+    """(issue 8) A NIC whose cable is out (HMP `set_link off` before the guest probes it):
+    the "Add network store" form says "no network: no cable on any wired port (eth0)";
+    with the cable back (`set_link on`) opening the form again brings the network up and
+    shows the address QEMU's DHCP gave. No shell, no command typed."""
+    net = ["-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0"]
+    vm = TuiVM("tui-no-cable", kernel_args("") + ["-net", "none"] + net)
+    try:
+        vm.monitor("set_link n0 off")
+        vm.wait_for(r"imprint: ready in", 40)
+        vm.wait_screen(r"Home", 30, "home screen")
+        vm.keys("n")
+        vm.wait_screen(r"Add a network store", 10)
+        t = vm.wait_screen(r"no network: no cable on any wired port \(eth0\)", 30, "the no-cable line")
+        ctx.note(" ".join(l.strip("| ") for l in t.splitlines() if "no network" in l))
+        vm.keys(ESC)
+        vm.wait_screen(r"Home", 10)
+        vm.monitor("set_link n0 on")
+        t0 = time.monotonic()
+        vm.keys("n")
+        vm.wait_screen(r"network: eth0 10\.0\.2\.15/24", 60, "the network after plugging the cable in")
+        ctx.note(f"network: eth0 10.0.2.15/24 {time.monotonic() - t0:.1f} s after the form opened with the cable in")
+        vm.keys(ESC)
+        vm.wait_screen(r"Home", 10)
+        vm.keys("t")
+        vm.wait_screen(r"Tools", 10)
+        vm.select_row("Power off")
+        vm.keys(ENTER)
+        vm.wait_screen(r"y yes", 10, "power-off question")
+        vm.keys("y")
+        vm.wait_for(r"imprint: powering off", 30)
+        vm.wait_exit(30)
+        vm.assert_no_panic()
+    finally:
+        vm.stop()
+
+
 TESTS = [test_tui_capture_then_restore_over_serial, test_tui_lists_a_store_on_a_hotplugged_stick,
          test_tui_adds_an_smb_store_and_restores_from_it,
-         test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it]
+         test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it,
+         test_tui_form_says_no_cable_then_finds_the_network_when_plugged_in]
