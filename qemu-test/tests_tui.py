@@ -516,7 +516,7 @@ def test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it(ctx):
     keystroke the TUI's home screen lists the share (as smb://root@…) and its image; a
     capture into it from the wizard ends with a headline naming the smb:// address, not
     the mount directory; the host finds the new image in the share. The password is in
-    neither the console output nor the kernel command line."""
+    neither the console output, the rescue shell's environment, nor any process's argv."""
     from tests_http import guestfwd_net, imprint_partition, need_tools, random_store
     from tests_netstores import Smbd
 
@@ -562,8 +562,19 @@ def test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it(ctx):
             check("/run/imprint/net" not in res, f"the result names the mount directory:\n{res}")
             vm.keys(ENTER)
             vm.wait_screen(r"smb://root@10\.0\.2\.100/store: 2 images", 30, "home with the new image")
+            # The rescue shell, a child of the TUI, does not inherit the password, and no
+            # process has it on its command line.
             vm.keys("t")
             vm.wait_screen(r"Tools", 10)
+            vm.keys(ENTER)
+            vm.wait_for(r"Imprint rescue shell", 10)
+            time.sleep(1)
+            out = vm.shell("echo ENV=$(env | grep -c IMPRINT_STORE_PASSWORD) "
+                           "ARGV=$(cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -c s3cre[t])")
+            m = re.search(r"ENV=(\d+) ARGV=(\d+)", out)
+            check(m and m.groups() == ("0", "0"), f"the password reaches the shell's environment or argv: {out!r}")
+            vm.send("exit\n")
+            vm.wait_screen(r"Tools", 15)
             vm.select_row("Power off")
             vm.keys(ENTER)
             vm.wait_screen(r"y yes", 10, "power-off question")

@@ -109,6 +109,11 @@ fn fresh_terminal(w: u16, h: u16) -> io::Result<Terminal<CrosstermBackend<io::St
 /// Runs the TUI until the person quits or asks to reboot or power off. The caller
 /// does the reboot: PID 1 with reboot(2), the CLI just exits.
 pub fn run(opts: Options) -> io::Result<Exit> {
+    // Taken out of the environment before any thread starts, so the rescue shell and
+    // every other child of the TUI never inherit the password.
+    let env_password = std::env::var(PASSWORD_ENV).ok();
+    std::env::remove_var(PASSWORD_ENV);
+    let password = opts.password.or(env_password).map(crate::app::Secret);
     let (paths, remote) = split_stores(&opts.stores);
     let mut rt = Runtime::new(Box::new(DiscoveredDisks), paths);
     rt.interactive = true;
@@ -142,10 +147,6 @@ pub fn run(opts: Options) -> io::Result<Exit> {
     for a in rt.apply(crate::action::Effect::BringUpNetwork) {
         dispatch(&mut app, &mut rt, a);
     }
-    let password = opts
-        .password
-        .or_else(|| std::env::var(PASSWORD_ENV).ok())
-        .map(crate::app::Secret);
     for location in remote {
         let password = password.clone();
         dispatch(
