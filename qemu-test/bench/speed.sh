@@ -32,8 +32,10 @@ if [ -z "$B" ]; then
 fi
 W=$(mktemp -d /var/tmp/imprint-speed.XXXXXX)
 LOOP=""
+SRC=""
 cleanup() {
   if [ -n "$LOOP" ]; then umount "$W/mnt" 2>/dev/null || true; losetup -d "$LOOP" || true; fi
+  if [ -n "$SRC" ]; then losetup -d "$SRC" || true; fi
   rm -rf "$W"
 }
 trap cleanup EXIT
@@ -104,18 +106,23 @@ umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""
 # ---- the runs
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 declare -A WALL CPU RSS SIZE
-# run NAME CMD...: drops caches, runs CMD under GNU time, records wall, cpu and peak RSS.
+# Drops caches, runs CMD under GNU time, records wall, cpu and peak RSS.
+# run NAME CMD [SETUP]: SETUP (untimed, e.g. putting version 1 on the delta target) runs
+# before the cache is dropped.
 run() {
-  local name=$1; shift
+  local name=$1 cmd=$2 setup=${3:-}
+  [ -z "$setup" ] || "$setup"
   drop
   # GNU time runs programs, not shell functions: run the job in a bash that has them.
-  /usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$*" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
+  /usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$cmd" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
   read -r wall user sys rss < "$W/time"
   WALL[$name]+="$wall "
-  CPU[$name]+="$(echo "$user + $sys" | bc) "
+  CPU[$name]+="$(printf %.2f "$(echo "$user + $sys" | bc)") "
   RSS[$name]+="$rss "
 }
-cap_imprint() { rm -rf "$W/store"; "$B" capture "$DISK" "$W/store" --name v1; }
+# Every capture reads a block device, as on a real machine: Imprint and dd the whole disk
+# through one read-only loop device, partclone each filesystem through its own.
+cap_imprint() { rm -rf "$W/store"; "$B" capture "$SRC" "$W/store" --name v1; }
 cap_partclone() {
   rm -rf "$W/pc"; mkdir "$W/pc"
   local lo
@@ -128,7 +135,7 @@ cap_partclone() {
   dd if="$DISK" bs=1M skip=$(( $(part_off 4) / MIB )) count=$(( $(part_len 4) / MIB )) status=none | zstd -T0 -3 -q > "$W/pc/p4.raw.zst"
   dd if="$DISK" bs=1M count=1 status=none | zstd -T0 -3 -q > "$W/pc/mbr-gpt.zst"
 }
-cap_dd() { dd if="$DISK" bs=4M status=none | zstd -T0 -3 -q > "$W/dd.zst"; }
+cap_dd() { dd if="$SRC" bs=4M status=none | zstd -T0 -3 -q > "$W/dd.zst"; }
 res_imprint() { rm -f "$W/out.img"; "$B" restore "$W/store" v1 "$W/out.img" --yes; sync; }
 res_partclone() {
   rm -f "$W/out.img"; truncate -s "$(stat -c %s "$DISK")" "$W/out.img"
@@ -142,14 +149,17 @@ res_partclone() {
   sync
 }
 res_dd() { rm -f "$W/out.img"; zstd -d -q -c "$W/dd.zst" | dd of="$W/out.img" bs=4M status=none; sync; }
-delta_imprint() { cp --reflink=auto "$W/out-v1.img" "$W/t.img"; sync; drop_inner; "$B" restore "$W/store2" v2 "$W/t.img" --yes --force; sync; }
-delta_casync() { cp --reflink=auto "$W/out-v1.img" "$W/t.img"; sync; drop_inner; casync extract --store="$W/castore" --seed="$W/t.img" "$W/v2.caibx" "$W/c.img"; sync; rm -f "$W/c.img"; }
-full_imprint() { rm -f "$W/t.img"; truncate -s "$(stat -c %s "$DISK")" "$W/t.img"; "$B" restore "$W/store2" v2 "$W/t.img" --yes --full --force; sync; }
-drop_inner() { echo 3 > /proc/sys/vm/drop_caches; }
+# The delta target starts as a restored version 1; the full restore's as an empty file.
+v1_target() { cp "$W/out-v1.img" "$W/t.img"; }
+empty_target() { rm -f "$W/t.img"; truncate -s "$(stat -c %s "$DISK")" "$W/t.img"; }
+delta_imprint() { "$B" restore "$W/store2" v2 "$W/t.img" --yes --force; sync; }
+delta_casync() { casync extract --store="$W/castore" --seed="$W/t.img" "$W/v2.caibx" "$W/c.img"; sync; rm -f "$W/c.img"; }
+full_imprint() { "$B" restore "$W/store2" v2 "$W/t.img" --yes --full --force; sync; }
 
 export -f part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
-  delta_imprint delta_casync full_imprint drop_inner
-export B W DISK MIB P1 P2 L1 L2
+  delta_imprint delta_casync full_imprint
+SRC=$(losetup -r -f --show "$DISK")
+export B W DISK SRC MIB P1 P2 L1 L2
 
 # Stores used by the delta runs (made once, not timed).
 "$B" capture "$DISK" "$W/store2" --name v1 2>/dev/null
@@ -161,7 +171,8 @@ echo "speed: $ROUNDS interleaved rounds"
 for r in $(seq "$ROUNDS"); do
   run cap_imprint cap_imprint; run cap_partclone cap_partclone; run cap_dd cap_dd
   run res_imprint res_imprint; run res_partclone res_partclone; run res_dd res_dd
-  run delta_imprint delta_imprint; run delta_casync delta_casync; run full_imprint full_imprint
+  run delta_imprint delta_imprint v1_target; run delta_casync delta_casync v1_target
+  run full_imprint full_imprint empty_target
   echo "speed: round $r done"
 done
 SIZE[imprint]=$(du -sb "$W/store/packs" | cut -f1)
@@ -169,14 +180,14 @@ SIZE[partclone]=$(du -cb "$W/pc"/* | tail -1 | cut -f1)
 SIZE[dd]=$(stat -c %s "$W/dd.zst")
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-declare -A MED
+declare -A MED CMED RMED
 printf '\n%-16s %9s %9s %10s\n' job wall_s cpu_s peak_MiB
 for k in cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd delta_imprint delta_casync full_imprint; do
   MED[$k]=$(echo "${WALL[$k]}" | median)
-  c=$(echo "${CPU[$k]}" | median); m=$(echo "${RSS[$k]}" | median)
-  printf '%-16s %9.2f %9.2f %10.1f\n' "$k" "${MED[$k]}" "$c" "$(echo "$m / 1024" | bc -l)"
+  CMED[$k]=$(echo "${CPU[$k]}" | median); RMED[$k]=$(echo "${RSS[$k]}" | median)
+  printf '%-16s %9.2f %9.2f %10.1f\n' "$k" "${MED[$k]}" "${CMED[$k]}" "$(echo "${RMED[$k]} / 1024" | bc -l)"
 done
-ratio() { echo "scale=2; $1 / $2" | bc -l; }
+ratio() { printf %.2f "$(echo "scale=4; $1 / $2" | bc -l)"; }
 printf '\nimage size: imprint %s MiB, partclone+zstd %s MiB, dd+zstd %s MiB\n' \
   $((SIZE[imprint] / MIB)) $((SIZE[partclone] / MIB)) $((SIZE[dd] / MIB))
 echo "capture: partclone+zstd / imprint = $(ratio "${MED[cap_partclone]}" "${MED[cap_imprint]}")x (target >= 2.5x); dd+zstd / imprint = $(ratio "${MED[cap_dd]}" "${MED[cap_imprint]}")x"
@@ -186,9 +197,17 @@ mkdir -p "$(dirname "$JSON_OUT")"
 {
   echo "{\"disk_gib\": $SIZE_GIB, \"rounds\": $ROUNDS, \"machine\": \"$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB\","
   echo " \"image_bytes\": {\"imprint\": ${SIZE[imprint]}, \"partclone_zstd\": ${SIZE[partclone]}, \"dd_zstd\": ${SIZE[dd]}},"
-  echo " \"median_wall_s\": {"
+  echo " \"jobs\": {"
   first=1
-  for k in "${!MED[@]}"; do [ $first = 1 ] || echo ","; first=0; printf '  "%s": %s' "$k" "${MED[$k]}"; done
-  echo; echo " }}"
+  for k in "${!MED[@]}"; do
+    [ $first = 1 ] || echo ","; first=0
+    printf '  "%s": {"median_wall_s": %s, "median_cpu_s": %s, "median_peak_rss_kib": %s}' "$k" "${MED[$k]}" "${CMED[$k]}" "${RMED[$k]}"
+  done
+  echo; echo " },"
+  printf ' "ratios": {"capture_vs_partclone": %s, "capture_vs_dd": %s, "restore_vs_partclone": %s, "restore_vs_dd": %s, "delta_vs_casync": %s, "full_vs_delta": %s}\n' \
+    "$(ratio "${MED[cap_partclone]}" "${MED[cap_imprint]}")" "$(ratio "${MED[cap_dd]}" "${MED[cap_imprint]}")" \
+    "$(ratio "${MED[res_partclone]}" "${MED[res_imprint]}")" "$(ratio "${MED[res_dd]}" "${MED[res_imprint]}")" \
+    "$(ratio "${MED[delta_casync]}" "${MED[delta_imprint]}")" "$(ratio "${MED[full_imprint]}" "${MED[delta_imprint]}")"
+  echo "}"
 } > "$JSON_OUT"
 echo "speed: JSON in $JSON_OUT"
