@@ -133,6 +133,17 @@ class TuiVM(VM):
             time.sleep(0.4)
         raise TestFailure(f"{needle} never selected; screen:\n{self.update()}")
 
+    def power_off_from_tools(self):
+        """On the Tools screen: Power off, answer yes, wait for the guest to stop cleanly."""
+        self.wait_screen(r"Tools", 15)
+        self.select_row("Power off")
+        self.keys(ENTER)
+        self.wait_screen(r"y yes", 10, "power-off question")
+        self.keys("y")
+        self.wait_for(r"imprint: powering off", 30)
+        self.wait_exit(30)
+        self.assert_no_panic()
+
     def vga_keys(self, *names):
         for n in names:
             self.monitor(f"sendkey {n}")
@@ -299,14 +310,7 @@ def test_tui_capture_then_restore_over_serial(ctx):
         vm.send("exit\n")
 
         # --- power off from the TUI -----------------------------------------------------
-        vm.wait_screen(r"Tools", 15)
-        vm.select_row("Power off")
-        vm.keys(ENTER)
-        vm.wait_screen(r"y yes", 10, "power-off question")
-        vm.keys("y")
-        vm.wait_for(r"imprint: powering off", 20)
-        vm.wait_exit(30)
-        vm.assert_no_panic()
+        vm.power_off_from_tools()
         ctx.note(f"boot to power-off {vm.elapsed():.1f} s (source row +{src_moves}, target row +{dst_moves})")
     finally:
         vm.stop()
@@ -418,14 +422,7 @@ def test_tui_lists_a_store_on_a_hotplugged_stick(ctx):
         ctx.note(f"stick's store on the home screen {shown:.1f} s after device_add; "
                  f"gone {time.monotonic() - t1:.1f} s after device_del")
         vm.keys("t")
-        vm.wait_screen(r"Tools", 10)
-        vm.select_row("Power off")
-        vm.keys(ENTER)
-        vm.wait_screen(r"y yes", 10, "power-off question")
-        vm.keys("y")
-        vm.wait_for(r"imprint: powering off", 20)
-        vm.wait_exit(30)
-        vm.assert_no_panic()
+        vm.power_off_from_tools()
     finally:
         vm.stop()
 
@@ -497,14 +494,7 @@ def test_tui_adds_an_smb_store_and_restores_from_it(ctx):
         vm.keys(ENTER)
         vm.wait_screen(r"Home", 10)
         vm.keys("t")
-        vm.wait_screen(r"Tools", 10)
-        vm.select_row("Power off")
-        vm.keys(ENTER)
-        vm.wait_screen(r"y yes", 10, "power-off question")
-        vm.keys("y")
-        vm.wait_for(r"imprint: powering off", 20)
-        vm.wait_exit(30)
-        vm.assert_no_panic()
+        vm.power_off_from_tools()
     finally:
         vm.stop()
     check(target.read_bytes() == source.read_bytes(), "the disk restored from SMB differs from the source")
@@ -574,14 +564,7 @@ def test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it(ctx):
             m = re.search(r"ENV=(\d+) ARGV=(\d+)", out)
             check(m and m.groups() == ("0", "0"), f"the password reaches the shell's environment or argv: {out!r}")
             vm.send("exit\n")
-            vm.wait_screen(r"Tools", 15)
-            vm.select_row("Power off")
-            vm.keys(ENTER)
-            vm.wait_screen(r"y yes", 10, "power-off question")
-            vm.keys("y")
-            vm.wait_for(r"imprint: powering off", 30)
-            vm.wait_exit(30)
-            vm.assert_no_panic()
+            vm.power_off_from_tools()
             log = vm.log.read_bytes()
         finally:
             vm.stop()
@@ -617,14 +600,7 @@ def test_tui_form_says_no_cable_then_finds_the_network_when_plugged_in(ctx):
         vm.keys(ESC)
         vm.wait_screen(r"Home", 10)
         vm.keys("t")
-        vm.wait_screen(r"Tools", 10)
-        vm.select_row("Power off")
-        vm.keys(ENTER)
-        vm.wait_screen(r"y yes", 10, "power-off question")
-        vm.keys("y")
-        vm.wait_for(r"imprint: powering off", 30)
-        vm.wait_exit(30)
-        vm.assert_no_panic()
+        vm.power_off_from_tools()
     finally:
         vm.stop()
 
