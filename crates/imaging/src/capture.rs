@@ -120,7 +120,7 @@ pub fn capture(
     sink.event(Event::Progress(progress));
 
     let threads = if opts.threads == 0 {
-        crate::pipeline::default_threads()
+        2 * crate::pipeline::default_threads()
     } else {
         opts.threads
     };
@@ -135,19 +135,21 @@ pub fn capture(
         threads,
         |emit| {
             for &idx in &indices {
-                let window = chunk_range(idx, chunk_size, disk_size);
-                let (buf, read) =
-                    read_masked(source, ext, window).map_err(|source| Error::ReadSource {
-                        offset: window.offset,
-                        source,
-                    })?;
-                if !emit((idx, buf, read)) {
+                if !emit(idx) {
                     break;
                 }
             }
             Ok(())
         },
-        |(idx, buf, read): (u64, IoBuf, u64)| -> Result<(Hashed, u64, u64)> {
+        |idx: u64| -> Result<(Hashed, u64, u64)> {
+            // Each worker reads its own chunk: several reads in flight keep the device
+            // busy while other workers compress.
+            let window = chunk_range(idx, chunk_size, disk_size);
+            let (buf, read) =
+                read_masked(source, ext, window).map_err(|source| Error::ReadSource {
+                    offset: window.offset,
+                    source,
+                })?;
             let n = buf.len() as u64;
             if is_zero(&buf) {
                 return Ok((Hashed::Zero(idx), n, read));
