@@ -121,7 +121,9 @@ run() {
   RSS[$name]+="$rss "
 }
 # Every capture reads a block device, as on a real machine: Imprint and dd the whole disk
-# through one read-only loop device, partclone each filesystem through its own.
+# through one read-only loop device, partclone each filesystem through its own. Every job
+# ends with its output on disk (Imprint fsyncs its packs before committing; the anchors
+# run sync), as the restores do.
 cap_imprint() { rm -rf "$W/store"; "$B" capture "$SRC" "$W/store" --name v1; }
 cap_partclone() {
   rm -rf "$W/pc"; mkdir "$W/pc"
@@ -134,8 +136,9 @@ cap_partclone() {
   # The unformatted partition and the tables: raw, as Clonezilla does.
   dd if="$DISK" bs=1M skip=$(( $(part_off 4) / MIB )) count=$(( $(part_len 4) / MIB )) status=none | zstd -T0 -3 -q > "$W/pc/p4.raw.zst"
   dd if="$DISK" bs=1M count=1 status=none | zstd -T0 -3 -q > "$W/pc/mbr-gpt.zst"
+  sync
 }
-cap_dd() { dd if="$SRC" bs=4M status=none | zstd -T0 -3 -q > "$W/dd.zst"; }
+cap_dd() { dd if="$SRC" bs=4M status=none | zstd -T0 -3 -q > "$W/dd.zst"; sync; }
 res_imprint() { rm -f "$W/out.img"; "$B" restore "$W/store" v1 "$W/out.img" --yes; sync; }
 res_partclone() {
   rm -f "$W/out.img"; truncate -s "$(stat -c %s "$DISK")" "$W/out.img"
