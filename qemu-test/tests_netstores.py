@@ -30,6 +30,39 @@ def nothing_mounted(vm):
     check(m.group(1) == "0", "a share is still mounted under /run/imprint/net")
 
 
+def shell_vm(name, extra_args):
+    """Boots into the rescue shell with QEMU args `extra_args` (network and disks) and gives
+    eth0 QEMU's usual guest address: the shell has no DHCP of its own."""
+    vm = VM(name, kernel_args("imprint.action=shell imprint.console=200x50") + ["-net", "none"]
+            + extra_args)
+    try:
+        vm.wait_for(r"starting a shell", 60)
+        time.sleep(1)
+        vm.send("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0\n")
+    except BaseException:
+        vm.stop()
+        raise
+    return vm
+
+
+def restore_golden(vm, url, what, list_timeout):
+    """In `vm`'s shell: the store at `url` lists exactly the image "golden", which restores
+    onto serial:TARGET; nothing stays mounted; the guest powers off cleanly. Returns the
+    restore's JSON result and its wall time in seconds."""
+    listed = shell_json(vm, f"imprint --json images {url}", "IMAGES", list_timeout)
+    names = [i["name"] for i in listed["store"]["images"]]
+    check(names == ["golden"], f"images over {what}: {listed}")
+    t0 = time.monotonic()
+    res = shell_json(vm, f"imprint --json restore {url} golden serial:TARGET --yes", "RESTORE", 180)
+    took = time.monotonic() - t0
+    check(res.get("ok") is True, f"restore over {what}: {res}")
+    nothing_mounted(vm)
+    vm.send("sync; poweroff -f\n")
+    vm.wait_exit(30)
+    vm.assert_no_panic()
+    return res, took
+
+
 def test_cli_restores_from_smb_location(ctx):
     """`imprint images/restore smb://10.0.2.4/qemu …` in the guest shell: listed, restored
     byte-identical, nothing left mounted under /run/imprint/net."""
@@ -39,30 +72,11 @@ def test_cli_restores_from_smb_location(ctx):
     work = OUT / "smb-cli-store"
     source, share = random_store(work, SOURCE_SIZE // MIB, "share")
     os.system(f"chmod -R a+rwX {share}")
-    target = work / "target.img"
-    with open(target, "wb") as f:
-        f.truncate(SOURCE_SIZE)
+    target = blank_disk(work / "target.img", SOURCE_SIZE)
     net = ["-netdev", f"user,id=n0,restrict=on,smb={share}", "-device", "virtio-net-pci,netdev=n0"]
-    args = (kernel_args("imprint.action=shell imprint.console=200x50") + ["-net", "none"] + net
-            + disk_args(target, "virtio", "TARGET", "dst"))
-    vm = VM("smb-cli", args)
+    vm = shell_vm("smb-cli", net + disk_args(target, "virtio", "TARGET", "dst"))
     try:
-        vm.wait_for(r"starting a shell", 60)
-        time.sleep(1)
-        # A static address in QEMU's user network: the shell has no DHCP of its own.
-        vm.send("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0\n")
-        listed = shell_json(vm, "imprint --json images smb://10.0.2.4/qemu", "IMAGES", 60)
-        names = [i["name"] for i in listed["store"]["images"]]
-        check(names == ["golden"], f"images over SMB: {listed}")
-        t0 = time.monotonic()
-        res = shell_json(vm, "imprint --json restore smb://10.0.2.4/qemu golden serial:TARGET --yes",
-                         "RESTORE", 180)
-        took = time.monotonic() - t0
-        check(res.get("ok") is True, f"restore over SMB: {res}")
-        nothing_mounted(vm)
-        vm.send("sync; poweroff -f\n")
-        vm.wait_exit(30)
-        vm.assert_no_panic()
+        res, took = restore_golden(vm, "smb://10.0.2.4/qemu", "SMB", 60)
     finally:
         vm.stop()
     check(filecmp.cmp(source, target, shallow=False), "the restored disk differs from the source")
@@ -105,27 +119,11 @@ def test_cli_restores_from_nfs_export(ctx):
     ganesha = Ganesha(work, export)
     port = ganesha.port
     try:
-        target = work / "target.img"
-        with open(target, "wb") as f:
-            f.truncate(SOURCE_SIZE)
+        target = blank_disk(work / "target.img", SOURCE_SIZE)
         net = guestfwd_net("10.0.2.100:2049", port)
-        args = (kernel_args("imprint.action=shell imprint.console=200x50") + ["-net", "none"] + net
-                + disk_args(target, "virtio", "TARGET", "dst"))
-        vm = VM("nfs-cli", args)
+        vm = shell_vm("nfs-cli", net + disk_args(target, "virtio", "TARGET", "dst"))
         try:
-            vm.wait_for(r"starting a shell", 60)
-            time.sleep(1)
-            vm.send("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0\n")
-            listed = shell_json(vm, "imprint --json images nfs://10.0.2.100/imprint", "IMAGES", 90)
-            names = [i["name"] for i in listed["store"]["images"]]
-            check(names == ["golden"], f"images over NFS: {listed}")
-            res = shell_json(vm, "imprint --json restore nfs://10.0.2.100/imprint golden serial:TARGET --yes",
-                             "RESTORE", 180)
-            check(res.get("ok") is True, f"restore over NFS: {res}")
-            nothing_mounted(vm)
-            vm.send("sync; poweroff -f\n")
-            vm.wait_exit(30)
-            vm.assert_no_panic()
+            res, _ = restore_golden(vm, "nfs://10.0.2.100/imprint", "NFS", 90)
         finally:
             vm.stop()
     finally:
@@ -179,11 +177,8 @@ def test_cli_smb_password_wrong_right_and_smb1_only(ctx):
         smb1 = Smbd(work / "smb1", share, max_protocol="NT1")
         net = guestfwd_net("10.0.2.100:445", smb3.port,
                            f",guestfwd=tcp:10.0.2.101:445-cmd:socat - TCP:127.0.0.1:{smb1.port}")
-        vm = VM("smb-auth", kernel_args("imprint.action=shell imprint.console=200x50") + ["-net", "none"] + net)
+        vm = shell_vm("smb-auth", net)
         try:
-            vm.wait_for(r"starting a shell", 60)
-            time.sleep(1)
-            vm.send("ip link set eth0 up; ip addr add 10.0.2.15/24 dev eth0\n")
             t0 = time.monotonic()
             bad = shell_json(vm, "IMPRINT_STORE_PASSWORD=wrong imprint --json images smb://root@10.0.2.100/store",
                              "WRONG", 60)
