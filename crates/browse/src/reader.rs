@@ -22,7 +22,7 @@ pub struct ImageReader {
     entries: Vec<(u64, ChunkId)>,
     chunk_size: u64,
     size: u64,
-    cache: Mutex<VecDeque<(u64, Arc<Vec<u8>>)>>,
+    cache: Mutex<VecDeque<(u64, Arc<imaging::io::IoBuf>)>>,
     cache_chunks: usize,
     fetched: AtomicU64,
 }
@@ -76,7 +76,7 @@ impl ImageReader {
     }
 
     /// The decoded content of chunk `idx`, or `None` when it reads as zeros.
-    pub fn chunk(&self, idx: u64) -> imaging::Result<Option<Arc<Vec<u8>>>> {
+    pub fn chunk(&self, idx: u64) -> imaging::Result<Option<Arc<imaging::io::IoBuf>>> {
         let Some(id) = self.chunk_id(idx) else {
             return Ok(None);
         };

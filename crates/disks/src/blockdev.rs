@@ -161,9 +161,9 @@ impl Target {
         &self.file
     }
 
-    /// The same file opened again read-only with `O_DIRECT` (through
-    /// `/proc/self/fd`, so it is the very inode this `Target` holds), for reads that
-    /// skip the page cache; None where the file system or kernel does not support
+    /// The same file opened again with `O_DIRECT` (through `/proc/self/fd`, so it is
+    /// the very inode this `Target` holds; read-write when the `Target` is writable),
+    /// for reads and writes that skip the page cache; None where the file system or kernel does not support
     /// direct I/O (tmpfs, for one), or when `IMPRINT_BUFFERED_IO` is set (docs/CLI.md:
     /// for a device that misbehaves with direct I/O, and for measuring it). Opening it
     /// never takes an `O_EXCL` claim.
@@ -174,6 +174,7 @@ impl Target {
         }
         OpenOptions::new()
             .read(true)
+            .write(self.writable)
             .custom_flags(libc::O_DIRECT)
             .open(format!("/proc/self/fd/{}", self.file.as_raw_fd()))
             .ok()

@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use crate::extent::{clip, Extent};
 use crate::format::*;
-use crate::io::{is_zero, ReadAt, WriteAt};
+use crate::io::{is_zero, IoBuf, ReadAt, WriteAt, DIRECT_ALIGN};
 use crate::pipeline::{read_masked, run};
 use crate::sink::{Event, Progress, Sink, Ticker};
 use crate::store::{Image, Store};
@@ -110,7 +110,7 @@ enum Done {
     /// All zero: write zeros (unless the target is zeroed).
     Zero(u64, u64),
     /// Decoded and verified content, with its stored size and target bytes read.
-    Data(u64, Vec<u8>, u64, u64),
+    Data(u64, IoBuf, u64, u64),
 }
 
 /// Restores `image` onto `target`, which holds `target_size` bytes.
@@ -245,7 +245,7 @@ impl Job<'_> {
             self.opts.threads
         };
         // Chunks that touch a deferred range wait here until every other chunk is written.
-        let mut held: Vec<(Extent, Option<Vec<u8>>)> = Vec::new();
+        let mut held: Vec<(Extent, Option<IoBuf>)> = Vec::new();
         let mut ticker = Ticker::new();
         let entries_ref = &entries;
         let mask = &mask;
@@ -424,15 +424,19 @@ fn write_chunk(
     }
 }
 
-static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+/// Zeros to write from, page-aligned so a [`crate::io::DirectFile`] writes them directly.
+#[repr(C, align(4096))]
+struct Zeros([u8; 1 << 20]);
+static ZEROS: Zeros = Zeros([0; 1 << 20]);
+const _: () = assert!(std::mem::align_of::<Zeros>() == DIRECT_ALIGN);
 
 /// Writes zeros over `e`.
 pub fn write_zeros(target: &dyn WriteAt, e: Extent) -> Result<()> {
     let mut off = e.offset;
     while off < e.end() {
-        let n = (e.end() - off).min(ZEROS.len() as u64) as usize;
+        let n = (e.end() - off).min(ZEROS.0.len() as u64) as usize;
         target
-            .write_all_at(&ZEROS[..n], off)
+            .write_all_at(&ZEROS.0[..n], off)
             .map_err(|source| Error::WriteTarget {
                 offset: off,
                 source,

@@ -16,6 +16,7 @@
 use crate::backend::{is_http, Backend, HttpBackend, LocalBackend, INDEX_LIST};
 use crate::error::{Error, Result};
 use crate::format::*;
+use crate::io::IoBuf;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
@@ -24,6 +25,27 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub const STORE_FILE: &str = "imprint-store.json";
+
+thread_local! {
+    /// Each thread's zstd decoding context, made once (not once per chunk).
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Decodes the zstd frame `src` into `dst`; returns the decoded length. A frame that
+/// decodes to more than `dst` holds is an error.
+fn decompress(src: &[u8], dst: &mut [u8]) -> io::Result<usize> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match d.as_mut() {
+            Some(z) => z.decompress_to_buffer(src, dst),
+            None => unreachable!("set above"),
+        }
+    })
+}
 
 /// `imprint-store.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -327,12 +349,13 @@ impl Store {
     }
 
     /// Reads a chunk's stored (still encoded) bytes. `disk_offset` is for messages.
-    pub fn read_stored(&self, id: &ChunkId, disk_offset: u64) -> Result<(Location, Vec<u8>)> {
+    pub fn read_stored(&self, id: &ChunkId, disk_offset: u64) -> Result<(Location, IoBuf)> {
         let loc = self.location(id).ok_or(Error::ChunkMissing {
             id: *id,
             offset: disk_offset,
         })?;
-        let mut buf = vec![0u8; loc.stored_len as usize];
+        // Every byte is read below (or the read fails).
+        let mut buf = IoBuf::for_overwrite(loc.stored_len as usize);
         let rel = self.pack_rel(loc.pack);
         self.backend
             .read_at(&rel, loc.offset, &mut buf)
@@ -349,17 +372,31 @@ impl Store {
     }
 
     /// Decodes stored bytes and checks they hash to `id`; nothing unverified leaves here.
+    /// The result is a page-aligned [`IoBuf`], so a restore can write it with direct I/O.
     pub fn decode(
         &self,
         id: &ChunkId,
         disk_offset: u64,
         loc: &Location,
-        stored: Vec<u8>,
-    ) -> Result<Vec<u8>> {
+        stored: IoBuf,
+    ) -> Result<IoBuf> {
         let raw = match loc.encoding {
             Encoding::Raw => stored,
-            Encoding::Zstd => zstd::bulk::decompress(&stored, loc.raw_len as usize)
-                .map_err(|e| self.corrupt(id, disk_offset, loc, format!("zstd: {e}")))?,
+            Encoding::Zstd => {
+                // Every byte the frame decodes to is written; a shorter frame fails below.
+                let mut out = IoBuf::for_overwrite(loc.raw_len as usize);
+                let n = decompress(&stored, &mut out)
+                    .map_err(|e| self.corrupt(id, disk_offset, loc, format!("zstd: {e}")))?;
+                if n != out.len() {
+                    return Err(self.corrupt(
+                        id,
+                        disk_offset,
+                        loc,
+                        format!("decoded to {n} bytes, expected {}", loc.raw_len),
+                    ));
+                }
+                out
+            }
         };
         if raw.len() != loc.raw_len as usize {
             return Err(self.corrupt(
@@ -381,7 +418,7 @@ impl Store {
     }
 
     /// Reads, decodes and verifies one chunk.
-    pub fn read_chunk(&self, id: &ChunkId, disk_offset: u64) -> Result<Vec<u8>> {
+    pub fn read_chunk(&self, id: &ChunkId, disk_offset: u64) -> Result<IoBuf> {
         let (loc, stored) = self.read_stored(id, disk_offset)?;
         self.decode(id, disk_offset, &loc, stored)
     }
@@ -703,7 +740,36 @@ struct OpenPack {
     path: PathBuf,
     file: BufWriter<File>,
     len: u64,
+    /// Bytes of the pack handed to early writeback so far ([`OpenPack::write_back`]).
+    written_back: u64,
     entries: Vec<IndexEntry>,
+}
+
+/// How many new pack bytes start an early writeback.
+const WRITEBACK_STEP: u64 = 32 << 20;
+
+impl OpenPack {
+    /// Starts writing the pack's newest bytes to the disk now, while the capture goes on,
+    /// and drops the pages written back earlier from the page cache. Without it the whole
+    /// pack waits in memory (a few GiB of RAM hold it below the kernel's dirty limits)
+    /// and [`StoreWriter::seal`]'s fsync writes it all while nothing else runs: 0.7 s of
+    /// a 7 s capture (docs/PERFORMANCE.md). `POSIX_FADV_DONTNEED` starts writeback of
+    /// dirty pages without waiting, and drops clean ones; it is advice, so an error (a
+    /// file system without it) changes nothing and the fsync still makes it durable.
+    fn write_back(&mut self) {
+        let on_disk = self.len - self.file.buffer().len() as u64;
+        if on_disk < self.written_back + WRITEBACK_STEP {
+            return;
+        }
+        let from = self.written_back.saturating_sub(2 * WRITEBACK_STEP);
+        let _ = rustix::fs::fadvise(
+            self.file.get_ref(),
+            from,
+            std::num::NonZeroU64::new(on_disk - from),
+            rustix::fs::Advice::DontNeed,
+        );
+        self.written_back = on_disk;
+    }
 }
 
 /// The store while a capture writes to it: holds the writer lock, the open pack, and
@@ -799,6 +865,7 @@ impl<'a> StoreWriter<'a> {
             encoding,
         });
         pack.len += rec_len;
+        pack.write_back();
         self.session.insert(id, payload.len() as u32);
         self.new_bytes += payload.len() as u64;
         Ok(true)
@@ -821,6 +888,7 @@ impl<'a> StoreWriter<'a> {
             path,
             file,
             len: PACK_HEADER_LEN,
+            written_back: 0,
             entries: Vec::new(),
         })
     }

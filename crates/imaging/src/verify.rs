@@ -194,7 +194,7 @@ pub fn verify_against_excluding(
             }
             let want = match (store, id == ZERO_ID) {
                 (_, true) => vec![0u8; window.len as usize],
-                (Some(s), false) => s.read_chunk(&id, window.offset)?,
+                (Some(s), false) => s.read_chunk(&id, window.offset)?.to_vec(),
                 (None, false) => unreachable!("exclusions need the store"),
             };
             // The image's chunk seen through the same mask, placed at the window.

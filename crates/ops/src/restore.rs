@@ -485,12 +485,9 @@ pub fn run_restore(plan: &RestorePlan, sink: &mut dyn Sink) -> Result<RestoreOut
             "delta restore: {delta_reason}; only chunks that differ are written (--full writes all)"
         )));
     }
-    // Delta compares read the target past the page cache where it can (writes stay
-    // buffered and are synced in coreos-installer's order).
-    let io = imaging::io::DirectFile::new(
-        target.file(),
-        opts.delta.then(|| target.open_direct()).flatten(),
-    );
+    // Chunks are written, and delta compares read, past the page cache where the target
+    // allows it; the syncs of coreos-installer's order cover both descriptors.
+    let io = imaging::io::DirectFile::new(target.file(), target.open_direct());
     let report = imaging::restore(&plan.store, &plan.image, &io, size, &opts, sink)?;
     let mut outcome = RestoreOutcome {
         report,
