@@ -5,22 +5,26 @@
 # nothing. Needs root (drops the page cache, loop-mounts ext4 to change files) and the
 # packages partclone, zstd, casync, time (GNU time), gdisk, dosfstools, mtools, e2fsprogs.
 #
-#   qemu-test/bench/speed.sh [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT]
+#   qemu-test/bench/speed.sh [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT] [--dir DIR]
 #
 # --bin runs a given imprint binary instead of building target/release/imprint.
+# --dir keeps the generated disks in DIR (not removed at the end) and reuses them when DIR
+# already holds them, so repeated runs skip the minutes of generation.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SIZE_GIB=4
 ROUNDS=3
 JSON_OUT=qemu-test/out/speed.json
 B=
+KEEP=
 while [ $# -gt 0 ]; do
   case $1 in
     --size-gib) SIZE_GIB=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --json) JSON_OUT=$2; shift 2 ;;
     --bin) B=$(realpath "$2"); shift 2 ;;
-    *) echo "usage: $0 [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT]" >&2; exit 2 ;;
+    --dir) KEEP=$2; shift 2 ;;
+    *) echo "usage: $0 [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT] [--dir DIR]" >&2; exit 2 ;;
   esac
 done
 for t in partclone.extfs partclone.vfat zstd casync /usr/bin/time sgdisk mkfs.vfat mcopy mkfs.ext4 mkswap bc; do
@@ -30,13 +34,17 @@ if [ -z "$B" ]; then
   cargo build --release -q -p cli
   B=$PWD/target/release/imprint
 fi
-W=$(mktemp -d /var/tmp/imprint-speed.XXXXXX)
+if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; W=$(realpath "$KEEP"); else W=$(mktemp -d /var/tmp/imprint-speed.XXXXXX); fi
 LOOP=""
 SRC=""
 cleanup() {
   if [ -n "$LOOP" ]; then umount "$W/mnt" 2>/dev/null || true; losetup -d "$LOOP" || true; fi
   if [ -n "$SRC" ]; then losetup -d "$SRC" || true; fi
-  rm -rf "$W"
+  if [ -n "$KEEP" ]; then
+    rm -rf "$W/store" "$W/store2" "$W/pc" "$W/castore" "$W/mnt" "$W"/*.zst "$W"/out*.img "$W"/t.img "$W"/*.caibx
+  else
+    rm -rf "$W"
+  fi
 }
 trap cleanup EXIT
 export MTOOLS_SKIP_CHECK=1
@@ -45,15 +53,20 @@ MIB=1048576
 # ---- the disk: GPT; 256 MiB FAT32 ESP with ~100 MB of files; ext4 root with ~1.5 GB of
 # real files (system directories + incompressible data); 512 MiB swap; 256 MiB unformatted
 # partition of random data; free space everywhere full of stale random data.
-echo "speed: generating a ${SIZE_GIB} GiB disk in $W"
 DISK=$W/v1.img
+part_off() { sgdisk -i "$1" "$DISK" | awk '/First sector/ {printf "%.0f\n", $3 * 512}'; }
+part_len() { sgdisk -i "$1" "$DISK" | awk '/Partition size/ {printf "%.0f\n", $3 * 512}'; }
+if [ -f "$W/generated-${SIZE_GIB}g" ]; then
+  echo "speed: reusing the ${SIZE_GIB} GiB disks in $W"
+  P1=$(part_off 1); P2=$(part_off 2); L1=$(part_len 1); L2=$(part_len 2)
+else
+echo "speed: generating a ${SIZE_GIB} GiB disk in $W"
+rm -f "$W"/generated-*
 head -c $((SIZE_GIB * 1024))M /dev/urandom > "$DISK"   # stale data everywhere
 ESP_MB=256; SWAP_MB=512; RAW_MB=256
 ROOT_MB=$((SIZE_GIB * 1024 - ESP_MB - SWAP_MB - RAW_MB - 4))
 sgdisk -n 1:2048:+${ESP_MB}M -t 1:ef00 -n 2:0:+${ROOT_MB}M -t 2:8300 \
        -n 3:0:+${SWAP_MB}M -t 3:8200 -n 4:0:+${RAW_MB}M -t 4:8300 "$DISK" >/dev/null
-part_off() { sgdisk -i "$1" "$DISK" | awk '/First sector/ {printf "%.0f\n", $3 * 512}'; }
-part_len() { sgdisk -i "$1" "$DISK" | awk '/Partition size/ {printf "%.0f\n", $3 * 512}'; }
 P1=$(part_off 1); P2=$(part_off 2); P3=$(part_off 3)
 L1=$(part_len 1); L2=$(part_len 2); L3=$(part_len 3)
 # ESP: mkfs over stale data inside the disk file (mkfs.vfat -C wants a new file, so build it
@@ -102,6 +115,8 @@ find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' | while read -r f; do
   n=$((n + 1))
 done
 umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""
+[ -z "$KEEP" ] || touch "$W/generated-${SIZE_GIB}g"
+fi
 
 # ---- the runs
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
@@ -120,18 +135,22 @@ run() {
   CPU[$name]+="$(printf %.2f "$(echo "$user + $sys" | bc)") "
   RSS[$name]+="$rss "
 }
-# Every capture reads a block device, as on a real machine: Imprint and dd the whole disk
-# through one read-only loop device, partclone each filesystem through its own. Every job
-# ends with its output on disk (Imprint fsyncs its packs before committing; the anchors
-# run sync), as the restores do.
+# Every job reads or writes block devices, as on a real machine: loop devices with direct
+# I/O to their file (losetup --direct-io=on), so each request reaches the machine's disk
+# once, as on a real disk, instead of also passing through the image file's page cache
+# (a second copy a real disk does not have). Captures: Imprint and dd read the whole disk
+# through one read-only loop device, partclone each filesystem through its own. Restores
+# write a loop device over an empty file of the disk's size. Every job ends with its
+# output on disk (Imprint fsyncs its packs before committing; the others run sync).
+lo() { losetup -f --show --direct-io=on "$@"; }
 cap_imprint() { rm -rf "$W/store"; "$B" capture "$SRC" "$W/store" --name v1; }
 cap_partclone() {
   rm -rf "$W/pc"; mkdir "$W/pc"
   local lo
   # partclone reads devices or files; give it each filesystem through a read-only loop.
-  lo=$(losetup -r -f --show -o "$P1" --sizelimit "$L1" "$DISK")
+  lo=$(lo -r -o "$P1" --sizelimit "$L1" "$DISK")
   partclone.vfat -c -q -s "$lo" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p1.pc.zst"; losetup -d "$lo"
-  lo=$(losetup -r -f --show -o "$P2" --sizelimit "$L2" "$DISK")
+  lo=$(lo -r -o "$P2" --sizelimit "$L2" "$DISK")
   partclone.extfs -c -q -s "$lo" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p2.pc.zst"; losetup -d "$lo"
   # The unformatted partition and the tables: raw, as Clonezilla does.
   dd if="$DISK" bs=1M skip=$(( $(part_off 4) / MIB )) count=$(( $(part_len 4) / MIB )) status=none | zstd -T0 -3 -q > "$W/pc/p4.raw.zst"
@@ -139,29 +158,34 @@ cap_partclone() {
   sync
 }
 cap_dd() { dd if="$SRC" bs=4M status=none | zstd -T0 -3 -q > "$W/dd.zst"; sync; }
-res_imprint() { rm -f "$W/out.img"; "$B" restore "$W/store" v1 "$W/out.img" --yes; sync; }
+# A restore's target: a loop device over a new empty file of the disk's size, made (and
+# the last run's file deleted) outside the timing.
+empty_out() { rm -f "$W/out.img"; truncate -s "$(stat -c %s "$DISK")" "$W/out.img"; }
+res_imprint() { local d; d=$(lo "$W/out.img"); "$B" restore "$W/store" v1 "$d" --yes; sync; losetup -d "$d"; }
 res_partclone() {
-  rm -f "$W/out.img"; truncate -s "$(stat -c %s "$DISK")" "$W/out.img"
-  local lo
-  zstd -d -q -c "$W/pc/mbr-gpt.zst" | dd of="$W/out.img" conv=notrunc status=none
-  lo=$(losetup -f --show -o "$P1" --sizelimit "$L1" "$W/out.img")
+  local d lo
+  d=$(lo "$W/out.img")
+  zstd -d -q -c "$W/pc/mbr-gpt.zst" | dd of="$d" status=none
+  lo=$(lo -o "$P1" --sizelimit "$L1" "$W/out.img")
   zstd -d -q -c "$W/pc/p1.pc.zst" | partclone.vfat -r -q -s - -o "$lo" 2>/dev/null; losetup -d "$lo"
-  lo=$(losetup -f --show -o "$P2" --sizelimit "$L2" "$W/out.img")
+  lo=$(lo -o "$P2" --sizelimit "$L2" "$W/out.img")
   zstd -d -q -c "$W/pc/p2.pc.zst" | partclone.extfs -r -q -s - -o "$lo" 2>/dev/null; losetup -d "$lo"
-  zstd -d -q -c "$W/pc/p4.raw.zst" | dd of="$W/out.img" bs=1M seek=$(( $(part_off 4) / MIB )) conv=notrunc status=none
-  sync
+  zstd -d -q -c "$W/pc/p4.raw.zst" | dd of="$d" bs=1M seek=$(( $(part_off 4) / MIB )) status=none
+  sync; losetup -d "$d"
 }
-res_dd() { rm -f "$W/out.img"; zstd -d -q -c "$W/dd.zst" | dd of="$W/out.img" bs=4M status=none; sync; }
-# The delta target starts as a restored version 1; the full restore's as an empty file.
+res_dd() { local d; d=$(lo "$W/out.img"); zstd -d -q -c "$W/dd.zst" | dd of="$d" bs=4M status=none; sync; losetup -d "$d"; }
+# The delta target starts as a restored version 1; the full restore's as an empty file;
+# both through a loop device. casync takes the same file as its seed and writes a new file,
+# its usual use.
 v1_target() { cp "$W/out-v1.img" "$W/t.img"; }
 empty_target() { rm -f "$W/t.img"; truncate -s "$(stat -c %s "$DISK")" "$W/t.img"; }
-delta_imprint() { "$B" restore "$W/store2" v2 "$W/t.img" --yes --force; sync; }
+delta_imprint() { local d; d=$(lo "$W/t.img"); "$B" restore "$W/store2" v2 "$d" --yes --force; sync; losetup -d "$d"; }
 delta_casync() { casync extract --store="$W/castore" --seed="$W/t.img" "$W/v2.caibx" "$W/c.img"; sync; rm -f "$W/c.img"; }
-full_imprint() { "$B" restore "$W/store2" v2 "$W/t.img" --yes --full --force; sync; }
+full_imprint() { local d; d=$(lo "$W/t.img"); "$B" restore "$W/store2" v2 "$d" --yes --full --force; sync; losetup -d "$d"; }
 
-export -f part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
+export -f lo empty_out part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
   delta_imprint delta_casync full_imprint
-SRC=$(losetup -r -f --show "$DISK")
+SRC=$(losetup -r -f --show --direct-io=on "$DISK")
 export B W DISK SRC MIB P1 P2 L1 L2
 
 # Stores used by the delta runs (made once, not timed).
@@ -173,7 +197,7 @@ casync make --store="$W/castore" "$W/v2.caibx" "$W/v2.img" >/dev/null 2>&1
 echo "speed: $ROUNDS interleaved rounds"
 for r in $(seq "$ROUNDS"); do
   run cap_imprint cap_imprint; run cap_partclone cap_partclone; run cap_dd cap_dd
-  run res_imprint res_imprint; run res_partclone res_partclone; run res_dd res_dd
+  run res_imprint res_imprint empty_out; run res_partclone res_partclone empty_out; run res_dd res_dd empty_out
   run delta_imprint delta_imprint v1_target; run delta_casync delta_casync v1_target
   run full_imprint full_imprint empty_target
   echo "speed: round $r done"
@@ -204,7 +228,7 @@ mkdir -p "$(dirname "$JSON_OUT")"
   first=1
   for k in "${!MED[@]}"; do
     [ $first = 1 ] || echo ","; first=0
-    printf '  "%s": {"median_wall_s": %s, "median_cpu_s": %s, "median_peak_rss_kib": %s}' "$k" "${MED[$k]}" "${CMED[$k]}" "${RMED[$k]}"
+    printf '  "%s": {"median_wall_s": %s, "median_cpu_s": %s, "median_peak_rss_kib": %s, "wall_s": [%s]}' "$k" "${MED[$k]}" "${CMED[$k]}" "${RMED[$k]}" "$(echo ${WALL[$k]} | tr ' ' ',')"
   done
   echo; echo " },"
   printf ' "ratios": {"capture_vs_partclone": %s, "capture_vs_dd": %s, "restore_vs_partclone": %s, "restore_vs_dd": %s, "delta_vs_casync": %s, "full_vs_delta": %s}\n' \
