@@ -150,7 +150,17 @@ class VM:
     def monitor(self, command):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(5)
-        s.connect(str(self.mon_sock))
+        # Right after start QEMU may not have made the monitor's socket yet (it sets up
+        # the serial socket first): retry for a few seconds rather than fail the test.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                s.connect(str(self.mon_sock))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
         s.sendall((command + "\n").encode())
         time.sleep(0.3)
         try:
