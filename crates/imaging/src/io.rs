@@ -261,12 +261,18 @@ fn eof() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "past the end of the disk")
 }
 
+/// Bytes in memory read as a disk (a decoded chunk, for one).
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let r = MemDisk::range(self.len(), offset, buf.len())?;
+        buf.copy_from_slice(&self[r]);
+        Ok(())
+    }
+}
+
 impl ReadAt for MemDisk {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        let bytes = self.lock();
-        let r = Self::range(bytes.len(), offset, buf.len())?;
-        buf.copy_from_slice(&bytes[r]);
-        Ok(())
+        self.lock().as_slice().read_exact_at(buf, offset)
     }
 }
 

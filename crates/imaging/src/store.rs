@@ -380,30 +380,25 @@ impl Store {
         loc: &Location,
         stored: IoBuf,
     ) -> Result<IoBuf> {
-        let raw = match loc.encoding {
-            Encoding::Raw => stored,
+        let (raw, decoded) = match loc.encoding {
+            Encoding::Raw => {
+                let n = stored.len();
+                (stored, n)
+            }
             Encoding::Zstd => {
                 // Every byte the frame decodes to is written; a shorter frame fails below.
                 let mut out = IoBuf::for_overwrite(loc.raw_len as usize);
                 let n = decompress(&stored, &mut out)
                     .map_err(|e| self.corrupt(id, disk_offset, loc, format!("zstd: {e}")))?;
-                if n != out.len() {
-                    return Err(self.corrupt(
-                        id,
-                        disk_offset,
-                        loc,
-                        format!("decoded to {n} bytes, expected {}", loc.raw_len),
-                    ));
-                }
-                out
+                (out, n)
             }
         };
-        if raw.len() != loc.raw_len as usize {
+        if decoded != loc.raw_len as usize {
             return Err(self.corrupt(
                 id,
                 disk_offset,
                 loc,
-                format!("decoded to {} bytes, expected {}", raw.len(), loc.raw_len),
+                format!("decoded to {decoded} bytes, expected {}", loc.raw_len),
             ));
         }
         let actual = *blake3::hash(&raw).as_bytes();

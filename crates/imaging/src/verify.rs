@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::extent::{clip, normalize, Extent};
 use crate::format::*;
-use crate::io::{is_zero, ReadAt};
+use crate::io::{is_zero, IoBuf, ReadAt};
 use crate::pipeline::{read_masked, run};
 use crate::sink::{Event, Progress, Sink, Ticker};
 use crate::store::{Image, Store};
@@ -193,12 +193,12 @@ pub fn verify_against_excluding(
                 return Ok((window.offset, 0, true));
             }
             let want = match (store, id == ZERO_ID) {
-                (_, true) => vec![0u8; window.len as usize],
-                (Some(s), false) => s.read_chunk(&id, window.offset)?.to_vec(),
+                (_, true) => IoBuf::new(window.len as usize),
+                (Some(s), false) => s.read_chunk(&id, window.offset)?,
                 (None, false) => unreachable!("exclusions need the store"),
             };
             // The image's chunk seen through the same mask, placed at the window.
-            let img = ChunkAt(crate::io::MemDisk::from_vec(want), window.offset);
+            let img = ChunkAt(&want, window.offset);
             let (want, _) = read_masked(&img, &part, window).map_err(read_err)?;
             Ok((window.offset, n, *want == *buf))
         },
@@ -231,16 +231,16 @@ pub fn verify_against_excluding(
     }
 }
 
-/// `a` minus `b`, both normalized.
 /// One chunk's bytes, read at disk offsets from `.1` on.
-struct ChunkAt(crate::io::MemDisk, u64);
+struct ChunkAt<'a>(&'a [u8], u64);
 
-impl ReadAt for ChunkAt {
+impl ReadAt for ChunkAt<'_> {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         self.0.read_exact_at(buf, offset - self.1)
     }
 }
 
+/// `a` minus `b`, both normalized.
 fn subtract(a: &[Extent], b: &[Extent]) -> Vec<Extent> {
     let mut out = Vec::new();
     for e in a {
