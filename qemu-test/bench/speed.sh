@@ -126,7 +126,7 @@ declare -A WALL CPU RSS SIZE
 # before the cache is dropped.
 run() {
   local name=$1 cmd=$2 setup=${3:-}
-  [ -z "$setup" ] || "$setup"
+  [ -z "$setup" ] || $setup   # a function and its words, e.g. "empty out.img"
   drop
   # GNU time runs programs, not shell functions: run the job in a bash that has them.
   /usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$cmd" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
@@ -143,15 +143,20 @@ run() {
 # write a loop device over an empty file of the disk's size. Every job ends with its
 # output on disk (Imprint fsyncs its packs before committing; the others run sync).
 lo() { losetup -f --show --direct-io=on "$@"; }
+# on_loop FILE CMD...: runs CMD with a loop device over FILE as its last argument, then
+# sync, detaches the device, and returns CMD's status (so a failed job stops the run).
+on_loop() { local f=$1 d rc=0; shift; d=$(lo "$f"); "$@" "$d" || rc=$?; sync; losetup -d "$d"; return $rc; }
+# unzstd_to FILE DEVICE: zstd -d | dd.
+unzstd_to() { zstd -d -q -c "$1" | dd of="$2" bs=4M status=none; }
 cap_imprint() { rm -rf "$W/store"; "$B" capture "$SRC" "$W/store" --name v1; }
 cap_partclone() {
   rm -rf "$W/pc"; mkdir "$W/pc"
-  local lo
+  local p
   # partclone reads devices or files; give it each filesystem through a read-only loop.
-  lo=$(lo -r -o "$P1" --sizelimit "$L1" "$DISK")
-  partclone.vfat -c -q -s "$lo" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p1.pc.zst"; losetup -d "$lo"
-  lo=$(lo -r -o "$P2" --sizelimit "$L2" "$DISK")
-  partclone.extfs -c -q -s "$lo" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p2.pc.zst"; losetup -d "$lo"
+  p=$(lo -r -o "$P1" --sizelimit "$L1" "$DISK")
+  partclone.vfat -c -q -s "$p" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p1.pc.zst"; losetup -d "$p"
+  p=$(lo -r -o "$P2" --sizelimit "$L2" "$DISK")
+  partclone.extfs -c -q -s "$p" -o - 2>/dev/null | zstd -T0 -3 -q > "$W/pc/p2.pc.zst"; losetup -d "$p"
   # The unformatted partition and the tables: raw, as Clonezilla does.
   dd if="$DISK" bs=1M skip=$(( $(part_off 4) / MIB )) count=$(( $(part_len 4) / MIB )) status=none | zstd -T0 -3 -q > "$W/pc/p4.raw.zst"
   dd if="$DISK" bs=1M count=1 status=none | zstd -T0 -3 -q > "$W/pc/mbr-gpt.zst"
@@ -160,32 +165,31 @@ cap_partclone() {
 cap_dd() { dd if="$SRC" bs=4M status=none | zstd -T0 -3 -q > "$W/dd.zst"; sync; }
 # A restore's target: a loop device over a new empty file of the disk's size, made (and
 # the last run's file deleted) outside the timing.
-empty_out() { rm -f "$W/out.img"; truncate -s "$(stat -c %s "$DISK")" "$W/out.img"; }
-res_imprint() { local d; d=$(lo "$W/out.img"); "$B" restore "$W/store" v1 "$d" --yes; sync; losetup -d "$d"; }
+empty() { rm -f "$W/$1"; truncate -s "$(stat -c %s "$DISK")" "$W/$1"; }
+res_imprint() { on_loop "$W/out.img" "$B" restore --yes "$W/store" v1; }
 res_partclone() {
-  local d lo
+  local d p
   d=$(lo "$W/out.img")
   zstd -d -q -c "$W/pc/mbr-gpt.zst" | dd of="$d" status=none
-  lo=$(lo -o "$P1" --sizelimit "$L1" "$W/out.img")
-  zstd -d -q -c "$W/pc/p1.pc.zst" | partclone.vfat -r -q -s - -o "$lo" 2>/dev/null; losetup -d "$lo"
-  lo=$(lo -o "$P2" --sizelimit "$L2" "$W/out.img")
-  zstd -d -q -c "$W/pc/p2.pc.zst" | partclone.extfs -r -q -s - -o "$lo" 2>/dev/null; losetup -d "$lo"
+  p=$(lo -o "$P1" --sizelimit "$L1" "$W/out.img")
+  zstd -d -q -c "$W/pc/p1.pc.zst" | partclone.vfat -r -q -s - -o "$p" 2>/dev/null; losetup -d "$p"
+  p=$(lo -o "$P2" --sizelimit "$L2" "$W/out.img")
+  zstd -d -q -c "$W/pc/p2.pc.zst" | partclone.extfs -r -q -s - -o "$p" 2>/dev/null; losetup -d "$p"
   zstd -d -q -c "$W/pc/p4.raw.zst" | dd of="$d" bs=1M seek=$(( $(part_off 4) / MIB )) status=none
   sync; losetup -d "$d"
 }
-res_dd() { local d; d=$(lo "$W/out.img"); zstd -d -q -c "$W/dd.zst" | dd of="$d" bs=4M status=none; sync; losetup -d "$d"; }
+res_dd() { on_loop "$W/out.img" unzstd_to "$W/dd.zst"; }
 # The delta target starts as a restored version 1; the full restore's as an empty file;
 # both through a loop device. casync takes the same file as its seed and writes a new file,
 # its usual use.
 v1_target() { cp "$W/out-v1.img" "$W/t.img"; }
-empty_target() { rm -f "$W/t.img"; truncate -s "$(stat -c %s "$DISK")" "$W/t.img"; }
-delta_imprint() { local d; d=$(lo "$W/t.img"); "$B" restore "$W/store2" v2 "$d" --yes --force; sync; losetup -d "$d"; }
+delta_imprint() { on_loop "$W/t.img" "$B" restore --yes --force "$W/store2" v2; }
 delta_casync() { casync extract --store="$W/castore" --seed="$W/t.img" "$W/v2.caibx" "$W/c.img"; sync; rm -f "$W/c.img"; }
-full_imprint() { local d; d=$(lo "$W/t.img"); "$B" restore "$W/store2" v2 "$d" --yes --full --force; sync; losetup -d "$d"; }
+full_imprint() { on_loop "$W/t.img" "$B" restore --yes --full --force "$W/store2" v2; }
 
-export -f lo empty_out part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
+export -f lo on_loop unzstd_to part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
   delta_imprint delta_casync full_imprint
-SRC=$(losetup -r -f --show --direct-io=on "$DISK")
+SRC=$(lo -r "$DISK")
 export B W DISK SRC MIB P1 P2 L1 L2
 
 # Stores used by the delta runs (made once, not timed).
@@ -197,9 +201,9 @@ casync make --store="$W/castore" "$W/v2.caibx" "$W/v2.img" >/dev/null 2>&1
 echo "speed: $ROUNDS interleaved rounds"
 for r in $(seq "$ROUNDS"); do
   run cap_imprint cap_imprint; run cap_partclone cap_partclone; run cap_dd cap_dd
-  run res_imprint res_imprint empty_out; run res_partclone res_partclone empty_out; run res_dd res_dd empty_out
+  run res_imprint res_imprint "empty out.img"; run res_partclone res_partclone "empty out.img"; run res_dd res_dd "empty out.img"
   run delta_imprint delta_imprint v1_target; run delta_casync delta_casync v1_target
-  run full_imprint full_imprint empty_target
+  run full_imprint full_imprint "empty t.img"
   echo "speed: round $r done"
 done
 SIZE[imprint]=$(du -sb "$W/store/packs" | cut -f1)
