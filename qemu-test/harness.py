@@ -31,7 +31,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 OVMF_CODE_SB = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
 OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 # panic=1 + -no-reboot: a crashed PID 1 ends QEMU in about a second instead of hanging.
-BASE_CMDLINE = "console=tty1 console=ttyS0 quiet panic=1"
+BASE_CMDLINE = "console=tty1 console=ttyS0 quiet cryptomgr.notests panic=1"
 READY = re.compile(r"imprint: ready in ([0-9.]+) s")
 
 
@@ -278,6 +278,11 @@ def test_direct_boot_ready(ctx):
         vm.send("stty size; echo shell-$((6*7))\n")
         m = vm.wait_for(r"(\d+) (\d+)\s+shell-42", 10)
         check((m.group(1), m.group(2)) == ("30", "100"), f"serial window size {m.group(1)}x{m.group(2)} rows x cols, want 30x100")
+        # The coldplug replays one subsystem event (module/block): 60-block.rules must
+        # still have turned on media-change polling (card readers, optical drives).
+        vm.send("echo poll-$(cat /sys/module/block/parameters/events_dfl_poll_msecs)\n")
+        m = vm.wait_for(r"\npoll-(\d*)", 10)
+        check(m.group(1) == "2000", f"block events_dfl_poll_msecs is {m.group(1)!r}, want 2000 (60-block.rules)")
         vm.send("exit\n")
         vm.wait_for(r"shell-42[\s\S]*Power", 10)
         for key in ["\x1b[B"] * 4 + ["\r"]:  # Tools > Power off
