@@ -99,24 +99,44 @@ class TuiVM(VM):
         super().__init__(*a, **kw)
         self.screen = Screen()
         self.fed = 0
+        self.last_bytes = b""
 
     def update(self):
         data = self.log.read_bytes()
         if len(data) > self.fed:
             self.screen.feed(data[self.fed:])
             self.fed = len(data)
+            self.last_bytes = data[-8:]
         return self.screen.text()
 
     def wait_screen(self, pattern, timeout, what=None):
+        """Waits until `pattern` is on screen, then until the frame that drew it has fully
+        arrived (the serial line carries a frame in pieces: the title can be there while
+        the body is still on its way); returns the screen text."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
             t = self.update()
             if rx.search(t):
-                return t
+                return self.settled(rx, t)
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise TestFailure(f"{self.name}: {what or pattern} not on screen within {timeout} s; screen:\n{t}")
             time.sleep(0.2)
+
+    def settled(self, rx, t, limit=2.0):
+        """Reads on until the last frame has fully arrived (ratatui ends every frame by
+        hiding or placing the cursor: ESC[?25l or ESC[?25h), at most `limit` s; returns
+        the newest screen `rx` still matches."""
+        end = time.monotonic() + limit
+        while not self.frame_done() and time.monotonic() < end:
+            time.sleep(0.05)
+            now = self.update()
+            if rx.search(now):
+                t = now
+        return t
+
+    def frame_done(self):
+        return self.last_bytes.endswith((b"\x1b[?25l", b"\x1b[?25h"))
 
     def keys(self, *keys):
         for k in keys:
@@ -247,7 +267,7 @@ def test_tui_capture_then_restore_over_serial(ctx):
         vm.keys(ENTER)
         vm.wait_screen(r"Restore 4/5: options", 10)
         vm.keys(ENTER)
-        t = vm.wait_screen(r"Restore 5/5: CONFIRM", 30)
+        t = vm.wait_screen(r"Restore 5/5: CONFIRM[\s\S]*type the LAST 4 CHARACTERS", 30)
         check("NEW-NVME" in t and "type the LAST 4 CHARACTERS" in t and "THIS DISK WILL BE ERASED" in t,
               f"confirmation screen:\n{t}")
         vm.keys(*"XXXX", ENTER)
