@@ -11,6 +11,9 @@
 //! the chunk maps are parsed per docs/FORMAT.md §6 and chunks are compared masked the
 //! way §6 defines a chunk's content.
 
+mod common;
+
+use common::{imprint, imprint_env, ok, p, text, Rng, MIB};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -21,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
-const MIB: u64 = 1 << 20;
 const DISK_SIZE: u64 = 256 * MIB;
 /// The ext4 partition: from 1 MiB to 1 MiB before the end (the backup GPT's MiB).
 const PART_START: u64 = MIB;
@@ -31,37 +33,6 @@ const DOC_FILES: usize = 4000;
 const RANDOM_FILES: usize = 24;
 
 // ---- running the binary ----
-
-fn imprint(args: &[&str]) -> Output {
-    imprint_env(args, &[])
-}
-
-fn imprint_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_imprint"));
-    c.args(args).stdin(Stdio::null());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c.output().expect("running imprint")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "imprint failed: {}", text(&o));
-    o
-}
 
 /// The `result` line of a `--json` run.
 fn result(o: &Output) -> Value {
@@ -164,21 +135,8 @@ impl Drop for Mounted {
 
 // ---- files ----
 
-/// Deterministic xorshift bytes.
-fn fill_random(buf: &mut [u8], seed: u64) {
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    for c in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        c.copy_from_slice(&x.to_le_bytes()[..c.len()]);
-    }
-}
-
 fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0; n];
-    fill_random(&mut v, seed);
-    v
+    Rng::new(seed).bytes(n)
 }
 
 /// Regular files under `root` (recursively, no symlinks), sorted, relative paths.

@@ -11,12 +11,12 @@
 
 mod common;
 
-use common::{imprint, p, MIB};
+use common::{imprint, ok, p, text, Rng, MIB};
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -24,36 +24,17 @@ use std::time::{Duration, Instant};
 
 const DISK_SIZE: u64 = 40 * MIB;
 
-fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "imprint failed: {}", text(&o));
-    o
-}
-
 /// A disk file of mostly incompressible bytes (so every chunk is a real range read),
 /// with a few all-zero chunks.
 fn make_source(path: &Path) {
     let mut f = fs::File::create(path).unwrap();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng::new(1);
     let mut buf = vec![0u8; MIB as usize];
     for i in 0..DISK_SIZE / MIB {
         if i % 7 == 3 {
             buf.fill(0);
         } else {
-            for b in buf.iter_mut() {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *b = state as u8;
-            }
+            rng.fill(&mut buf);
         }
         f.write_all(&buf).unwrap();
     }

@@ -22,11 +22,33 @@ pub const SECTOR: u64 = 512;
 
 /// The `imprint` binary under test, stdin closed (no confirmation prompt).
 pub fn imprint(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_imprint"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running imprint")
+    imprint_env(args, &[])
+}
+
+/// `imprint` with extra environment variables.
+pub fn imprint_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_imprint"));
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("running imprint")
+}
+
+/// A finished command's status and output, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// An `imprint` run that must have succeeded.
+pub fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "imprint failed: {}", text(&o));
+    o
 }
 
 /// `imprint ...` that must succeed; returns its stdout.
