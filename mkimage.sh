@@ -264,7 +264,7 @@ say "$nmods kernel modules"
 
 # --- pack --------------------------------------------------------------------------------
 # LZ4 (legacy frame, the kernel's format): 55% larger than zstd -19, and the kernel
-# unpacks it in a third of the time (0.7-1.0 s instead of 2.0-2.5 s under TCG; docs/BOOT.md
+# unpacks it in well under half the time (0.8-1.0 s instead of 2.0-2.5 s under TCG; docs/BOOT.md
 # "Boot time").
 say "packing dist/initrd.img (lz4 -12)"
 (cd "$ROOT" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | lz4 -l -12 -q -f - "$DIST/initrd.img.tmp")
