@@ -84,10 +84,14 @@ fn mounted_at(path: &Path) -> bool {
     o.status.success() && !o.stdout.is_empty()
 }
 
-fn loop_attached(dev: &str) -> bool {
+/// Whether `dev` is still attached to a file in this mount's FUSE directory. The name
+/// alone is not enough: tests run in parallel, and another test's mount may have taken
+/// the freed device number already (the product's detach checks the same way).
+fn loop_attached(dev: &str, fuse_dir: &Path) -> bool {
+    let backing = format!("({}/", fuse_dir.display());
     String::from_utf8_lossy(&sh("losetup", &["-a"]).stdout)
         .lines()
-        .any(|l| l.starts_with(&format!("{dev}:")))
+        .any(|l| l.starts_with(&format!("{dev}:")) && l.contains(&backing))
 }
 
 fn fill_random(buf: &mut [u8], seed: u64) {
@@ -317,7 +321,7 @@ impl Drop for Served {
             let _ = sh("umount", &["-l", p(&self.mountpoint)]);
         }
         let dev = self.loop_device();
-        if loop_attached(&dev) {
+        if loop_attached(&dev, &self.fuse_dir()) {
             let _ = sh("losetup", &["-d", &dev]);
         }
         if mounted_at(&self.fuse_dir()) {
@@ -426,12 +430,16 @@ fn mount_serves_a_deep_tree_read_only_and_umount_removes_everything() {
 
     let dev = s.loop_device();
     let fuse = s.fuse_dir();
+    assert!(
+        loop_attached(&dev, &fuse),
+        "{dev} is not attached to a file in {fuse:?}"
+    );
     let result = s.umount();
     assert!(result["chunks_fetched"].as_u64().unwrap() > 0);
     assert!(!mounted_at(mp.path()), "filesystem still mounted");
     assert!(!mounted_at(&fuse), "FUSE directory still mounted");
     assert!(!fuse.exists(), "FUSE directory left behind");
-    assert!(!loop_attached(&dev), "{dev} still attached");
+    assert!(!loop_attached(&dev, &fuse), "{dev} still attached");
     assert_eq!(store_state(&f.store()), before, "the store changed");
 }
 
@@ -708,10 +716,10 @@ fn a_killed_server_leaves_nothing_stuck_after_umount() {
     assert!(!mounted_at(&fuse), "FUSE directory still mounted");
     // The loop device goes once the lazily unmounted filesystem lets go of it.
     let t = std::time::Instant::now();
-    while loop_attached(&dev) && t.elapsed() < Duration::from_secs(10) {
+    while loop_attached(&dev, &fuse) && t.elapsed() < Duration::from_secs(10) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(!loop_attached(&dev), "{dev} still attached");
+    assert!(!loop_attached(&dev, &fuse), "{dev} still attached");
     let again = imprint(&["umount", p(mp.path())]);
     assert_eq!(again.status.code(), Some(4), "{}", out_text(&again));
 }
