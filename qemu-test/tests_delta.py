@@ -160,9 +160,11 @@ def test_delta_reimage_unattended(ctx):
     chunks, written, unchanged = res["chunks"], res["written_chunks"], res["unchanged_chunks"]
     check(unchanged > 0, f"no chunk skipped as unchanged: {res}")
     check(written * 5 < chunks, f"wrote {written} of {chunks} chunks: not much less than a full restore")
-    check((written, unchanged) == (host["written_chunks"], host["unchanged_chunks"]),
-          f"guest wrote {written} and kept {unchanged} chunks; the host's delta restore of the same "
-          f"change wrote {host['written_chunks']} and kept {host['unchanged_chunks']}")
+    check((written, unchanged, res["written_bytes"]) ==
+          (host["written_chunks"], host["unchanged_chunks"], host["written_bytes"]),
+          f"guest wrote {written} chunks ({res['written_bytes']} bytes) and kept {unchanged}; the "
+          f"host's delta restore of the same change wrote {host['written_chunks']} "
+          f"({host['written_bytes']} bytes) and kept {host['unchanged_chunks']}")
     check(sh("cmp", str(target), str(host_copy)) == "", "guest and host delta restores differ")
     # Chunks whose content differs between A and B, from the two chunk maps; the table
     # areas (first and last MiB) are always rewritten, so they are counted apart.
@@ -175,7 +177,7 @@ def test_delta_reimage_unattended(ctx):
     skipped = unchanged * (1 << 20)
     ctx.note(f"delta reimage boot {wall:.1f} s (job {job['seconds']:.1f} s, restore "
              f"{res['elapsed_seconds']:.1f} s): {chunks} chunks, wrote {written} "
-             f"({res['written_bytes'] // MIB} MiB: {len(differ)} chunks that differ + {res['table_chunks']} table), skipped {unchanged} unchanged "
+             f"({res['written_bytes'] // 1024} KiB: the differing blocks of {len(differ)} chunks + {res['table_chunks']} table chunks), skipped {unchanged} unchanged "
              f"(~{skipped // MIB} MiB), {res['skipped_chunks']} empty; target read {res['target_read_bytes'] // MIB} MiB; "
              f"same counts and bytes as the host's delta restore; verified on the host")
 

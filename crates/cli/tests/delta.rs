@@ -271,6 +271,27 @@ impl Map {
             .collect()
     }
 
+    /// Bytes of the 4 KiB blocks of non-table chunks where `a` and `b` differ, masked by
+    /// this image, and the bytes of this image's table-area chunks.
+    fn differing_block_bytes(&self, a: &Path, b: &Path) -> (u64, u64) {
+        let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
+        let (mut differ, mut tables) = (0, 0);
+        for &i in self.entries.keys() {
+            if self.is_table(i) {
+                tables += self.range(i).1;
+                continue;
+            }
+            let (ma, mb) = (self.masked(&fa, i), self.masked(&fb, i));
+            differ += ma
+                .chunks(4096)
+                .zip(mb.chunks(4096))
+                .filter(|(x, y)| x != y)
+                .map(|(x, _)| x.len() as u64)
+                .sum::<u64>();
+        }
+        (differ, tables)
+    }
+
     /// True when `a` and `b` hold the same bytes in every extent and in both table MiBs.
     fn same_used_and_tables(&self, a: &Path, b: &Path) -> bool {
         let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
@@ -598,6 +619,16 @@ fn delta_restore_of_b_over_a_writes_only_differing_chunks_and_equals_a_full_rest
         written, masked_differ,
         "chunks written vs chunks that differ"
     );
+    // Inside those chunks only the 4 KiB blocks that differ are written.
+    let (block_bytes, table_bytes) = fx.map_b.differing_block_bytes(&before, &fx.full_b);
+    eprintln!(
+        "bytes written: {} ({table_bytes} in the table areas); bytes of differing 4 KiB blocks: \
+         {block_bytes}; of the chunks holding them: {}",
+        num(&r, "written_bytes"),
+        masked_differ * fx.map_b.chunk_size
+    );
+    assert_eq!(num(&r, "written_bytes"), table_bytes + block_bytes, "{r}");
+    assert!(block_bytes < masked_differ * fx.map_b.chunk_size);
     // An id can differ only in blocks B no longer uses (a deleted file): the target then
     // already holds B's content there once masked, so it is not written.
     assert!(written <= ids_differ);

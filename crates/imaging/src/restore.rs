@@ -5,7 +5,8 @@
 //!
 //! Delta restore: before a chunk is written, the target's bytes at that place are read,
 //! masked as capture masked the source, and hashed; an equal chunk is not written (nor
-//! even read from the store). Reading and hashing run on the worker threads, in
+//! even read from the store), and of a chunk that differs only the 4 KiB blocks that
+//! differ are written. Reading and hashing run on the worker threads, in
 //! parallel with other chunks' decompression. A resume marker (FORMAT.md §8) written
 //! into the zeroed tail area tells a rerun that this target holds a half-finished
 //! restore of this image, so the rerun can be a delta restore that writes only what is
@@ -107,10 +108,18 @@ pub fn has_resume_marker(target: &dyn ReadAt, image: &Image, at: u64) -> bool {
 enum Done {
     /// The target already holds it.
     Unchanged(u64, u64),
-    /// All zero: write zeros (unless the target is zeroed).
-    Zero(u64, u64),
-    /// Decoded and verified content, with its stored size and target bytes read.
-    Data(u64, IoBuf, u64, u64),
+    /// Chunk `idx` to write.
+    Write {
+        idx: u64,
+        /// Decoded and verified content; None: all zeros.
+        data: Option<IoBuf>,
+        /// Its size in the store, and the target bytes a delta compare read.
+        stored: u64,
+        target_read: u64,
+        /// Delta: the blocks where the target differs from it (image offsets); only
+        /// these are written. None: the whole chunk.
+        runs: Option<Vec<Extent>>,
+    },
 }
 
 /// Restores `image` onto `target`, which holds `target_size` bytes.
@@ -263,7 +272,7 @@ impl Job<'_> {
             |(idx, id): (u64, ChunkId)| self.prepare(idx, id, mask),
             |item| {
                 let done = item?;
-                let (idx, data, stored, target_read) = match done {
+                let (idx, data, stored, target_read, runs) = match done {
                     Done::Unchanged(idx, read) => {
                         report.target_read_bytes += read;
                         report.unchanged_chunks += 1;
@@ -274,8 +283,13 @@ impl Job<'_> {
                         }
                         return ticker.tick(sink, progress);
                     }
-                    Done::Zero(idx, read) => (idx, None, 0, read),
-                    Done::Data(idx, d, stored, read) => (idx, Some(d), stored, read),
+                    Done::Write {
+                        idx,
+                        data,
+                        stored,
+                        target_read,
+                        runs,
+                    } => (idx, data, stored, target_read, runs),
                 };
                 let range = map.chunk_range(idx);
                 report.read_bytes += stored;
@@ -292,10 +306,22 @@ impl Job<'_> {
                     report.skipped_chunks += 1;
                     progress.skipped_chunks += 1;
                 } else {
-                    write_chunk(self.target, self.place, range, part, data.as_deref())?;
-                    report.written_chunks += 1;
-                    report.written_bytes += part.len;
-                    progress.written_chunks += 1;
+                    let runs: Vec<Extent> = match runs {
+                        Some(runs) => runs.iter().filter_map(|r| r.intersect(&part)).collect(),
+                        None => vec![part],
+                    };
+                    for &run in &runs {
+                        write_chunk(self.target, self.place, range, run, data.as_deref())?;
+                        report.written_bytes += run.len;
+                    }
+                    if runs.is_empty() {
+                        // It differed only outside the window (one partition restored).
+                        report.unchanged_chunks += 1;
+                        progress.skipped_chunks += 1;
+                    } else {
+                        report.written_chunks += 1;
+                        progress.written_chunks += 1;
+                    }
                 }
                 progress.done_chunks += 1;
                 progress.done_bytes += part.len;
@@ -345,6 +371,7 @@ impl Job<'_> {
         let range = self.image.map.chunk_range(idx);
         let deferred = self.deferred.iter().any(|d| d.intersect(&range).is_some());
         let mut target_read = 0;
+        let mut on_target = None;
         if self.opts.delta && !deferred {
             let shifted = Shifted {
                 inner: self.target,
@@ -364,15 +391,51 @@ impl Job<'_> {
             if same {
                 return Ok(Done::Unchanged(idx, target_read));
             }
+            on_target = Some(buf);
         }
-        if id == ZERO_ID {
-            return Ok(Done::Zero(idx, target_read));
-        }
-        let (loc, bytes) = self.store.read_stored(&id, range.offset)?;
-        let stored = bytes.len() as u64;
-        let data = self.store.decode(&id, range.offset, &loc, bytes)?;
-        Ok(Done::Data(idx, data, stored, target_read))
+        let (data, stored) = if id == ZERO_ID {
+            (None, 0)
+        } else {
+            let (loc, bytes) = self.store.read_stored(&id, range.offset)?;
+            let stored = bytes.len() as u64;
+            (
+                Some(self.store.decode(&id, range.offset, &loc, bytes)?),
+                stored,
+            )
+        };
+        let runs = on_target.map(|old| differing_blocks(&old, data.as_deref(), range.offset));
+        Ok(Done::Write {
+            idx,
+            data,
+            stored,
+            target_read,
+            runs,
+        })
     }
+}
+
+/// The [`DIRECT_ALIGN`]-sized blocks where `old` (a chunk as read from the target,
+/// masked) differs from `new` (None: zeros), merged into runs of adjacent blocks, as
+/// extents at image offset `base`. A delta restore writes only these: an SSD is spared
+/// the rewrite of the unchanged blocks around a changed file.
+fn differing_blocks(old: &[u8], new: Option<&[u8]>, base: u64) -> Vec<Extent> {
+    let mut runs: Vec<Extent> = Vec::new();
+    for (i, block) in old.chunks(DIRECT_ALIGN).enumerate() {
+        let at = i * DIRECT_ALIGN;
+        let differs = match new {
+            Some(new) => block != &new[at..at + block.len()],
+            None => !is_zero(block),
+        };
+        if !differs {
+            continue;
+        }
+        let offset = base + at as u64;
+        match runs.last_mut() {
+            Some(last) if last.end() == offset => last.len += block.len() as u64,
+            _ => runs.push(Extent::new(offset, block.len() as u64)),
+        }
+    }
+    runs
 }
 
 /// Maps image offsets inside the window to target offsets.
@@ -498,10 +561,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_first_mib_is_written_after_everything_else_is_synced() {
-        let size = 4 * MIB;
-        let disk: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
+    /// A store in a temporary directory holding image "d" of `disk`, wholly captured.
+    fn stored(disk: &[u8]) -> (tempfile::TempDir, Store, Image) {
+        let size = disk.len() as u64;
         let t = tempfile::tempdir().unwrap();
         let store = Store::open_writable(t.path(), 1 << 20).unwrap();
         let mut w = store.writer().unwrap();
@@ -523,13 +585,21 @@ mod tests {
         };
         capture(
             &mut w,
-            &MemDisk::from_vec(disk.clone()),
+            &MemDisk::from_vec(disk.to_vec()),
             opts,
             &mut NullSink,
         )
         .unwrap();
         let store = Store::open(t.path()).unwrap();
         let image = store.load_image("d").unwrap();
+        (t, store, image)
+    }
+
+    #[test]
+    fn the_first_mib_is_written_after_everything_else_is_synced() {
+        let size = 4 * MIB;
+        let disk: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
+        let (_t, store, image) = stored(&disk);
         for delta in [false, true] {
             let target = Recorder {
                 disk: MemDisk::new(size as usize),
@@ -565,5 +635,79 @@ mod tests {
             );
             assert_eq!(ops.last(), Some(&Op::Sync));
         }
+    }
+
+    #[test]
+    fn differing_blocks_are_whole_blocks_merged_when_adjacent() {
+        let b = DIRECT_ALIGN;
+        let old = vec![0u8; 5 * b + 100];
+        let mut new = old.clone();
+        new[7] = 1; // block 0
+        new[b + 1] = 1; // block 1, adjacent: one run
+        new[3 * b] = 1; // block 3
+        new[5 * b + 99] = 1; // the short last block
+        let runs = differing_blocks(&old, Some(&new), 1000);
+        let b = b as u64;
+        assert_eq!(
+            runs,
+            vec![
+                Extent::new(1000, 2 * b),
+                Extent::new(1000 + 3 * b, b),
+                Extent::new(1000 + 5 * b, 100)
+            ]
+        );
+        assert_eq!(differing_blocks(&new, Some(&new), 0), vec![]);
+        // Against zeros: the blocks that are not zero.
+        assert_eq!(
+            differing_blocks(&new, None, 0),
+            runs.iter()
+                .map(|r| Extent::new(r.offset - 1000, r.len))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_delta_restore_writes_only_the_blocks_that_differ() {
+        let size = 5 * MIB;
+        let disk: Vec<u8> = (0..size).map(|i| (i % 251) as u8 + 1).collect();
+        let (_t, store, image) = stored(&disk);
+        let mut held = disk.clone();
+        let b = DIRECT_ALIGN as u64;
+        for at in [MIB + 5, MIB + b + 7, 2 * MIB + 100_000, 4 * MIB - 1] {
+            held[at as usize] ^= 0x55;
+        }
+        let target = Recorder {
+            disk: MemDisk::from_vec(held),
+            ops: Mutex::new(Vec::new()),
+        };
+        let opts = RestoreOptions {
+            delta: true,
+            threads: 2,
+            ..Default::default()
+        };
+        let r = restore(&store, &image, &target, size, &opts, &mut NullSink).unwrap();
+        assert_eq!(target.disk.to_vec(), disk);
+        let mut writes: Vec<(u64, u64)> = target
+            .ops
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .filter_map(|o| match o {
+                Op::Write(at, len, _) if at >= MIB => Some((at, len)),
+                _ => None,
+            })
+            .collect();
+        writes.sort();
+        assert_eq!(
+            writes,
+            vec![
+                (MIB, 2 * b),
+                (2 * MIB + 100_000 / b * b, b),
+                (4 * MIB - b, b)
+            ]
+        );
+        // The first MiB (always rewritten) and three changed chunks; one unchanged.
+        assert_eq!((r.written_chunks, r.unchanged_chunks), (4, 1));
+        assert_eq!(r.written_bytes, MIB + 4 * b);
     }
 }
