@@ -72,6 +72,19 @@ impl Drop for Nginx {
 }
 
 /// The number of range requests (206) nginx answered for paths under `prefix`.
+/// [`ranges`] once it exceeds `above`, or after 5 s whatever it is: nginx writes a
+/// request's log line after the response has gone, so the client can be faster.
+pub fn ranges_above(dir: &Path, prefix: &str, above: usize) -> usize {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let n = ranges(dir, prefix);
+        if n > above || std::time::Instant::now() > end {
+            return n;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 pub fn ranges(dir: &Path, prefix: &str) -> usize {
     std::fs::read_to_string(dir.join("access.log"))
         .unwrap_or_default()
