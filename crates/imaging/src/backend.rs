@@ -5,6 +5,7 @@
 //! Paths given to a backend are relative to the store root, with `/` separators
 //! (`packs/<id>.idx`, `images/NAME.json`).
 
+use crate::io::{direct_twin, read_span, IoBuf};
 use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
@@ -20,6 +21,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn read(&self, rel: &str) -> io::Result<Vec<u8>>;
     /// Exactly `buf.len()` bytes at `offset`; a short file is `UnexpectedEof`.
     fn read_at(&self, rel: &str, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// [`Backend::read_at`] into a new buffer of `len` bytes (a chunk's stored bytes).
+    fn read_span(&self, rel: &str, offset: u64, len: usize) -> io::Result<IoBuf> {
+        // Every byte is read below (or the read fails).
+        let mut buf = IoBuf::for_overwrite(len);
+        self.read_at(rel, offset, &mut buf)?;
+        Ok(buf)
+    }
     /// File names in directory `dir` (a missing directory lists nothing).
     fn list(&self, dir: &str) -> io::Result<Vec<String>>;
     /// The store's location for messages (never carries a password).
@@ -31,8 +39,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
 #[derive(Debug)]
 pub struct LocalBackend {
     root: PathBuf,
-    handles: Mutex<HashMap<String, Arc<File>>>,
+    handles: Mutex<HashMap<String, Arc<Handle>>>,
 }
+
+/// An open file of the store, with its direct-I/O twin where the file system allows one.
+type Handle = (File, Option<File>);
 
 impl LocalBackend {
     pub fn new(root: &Path) -> LocalBackend {
@@ -42,12 +53,14 @@ impl LocalBackend {
         }
     }
 
-    fn handle(&self, rel: &str) -> io::Result<Arc<File>> {
+    fn handle(&self, rel: &str) -> io::Result<Arc<Handle>> {
         let mut h = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(f) = h.get(rel) {
             return Ok(f.clone());
         }
-        let f = Arc::new(File::open(self.root.join(rel))?);
+        let plain = File::open(self.root.join(rel))?;
+        let direct = direct_twin(&plain, false);
+        let f = Arc::new((plain, direct));
         h.insert(rel.to_string(), f.clone());
         Ok(f)
     }
@@ -59,7 +72,14 @@ impl Backend for LocalBackend {
     }
 
     fn read_at(&self, rel: &str, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.handle(rel)?.read_exact_at(buf, offset)
+        self.handle(rel)?.0.read_exact_at(buf, offset)
+    }
+
+    /// Skips the page cache where it can: a restore reads each stored chunk once, and
+    /// the kernel's copy out of the cache was a sixth of its CPU (docs/PERFORMANCE.md).
+    fn read_span(&self, rel: &str, offset: u64, len: usize) -> io::Result<IoBuf> {
+        let h = self.handle(rel)?;
+        read_span(&h.0, h.1.as_ref(), offset, len)
     }
 
     fn list(&self, dir: &str) -> io::Result<Vec<String>> {

@@ -124,6 +124,186 @@ impl WriteAt for DirectFile<'_> {
     }
 }
 
+/// An append-only file (a pack) written through one [`DIRECT_ALIGN`]-aligned buffer:
+/// each full buffer goes to the file as one direct write, skipping the page-cache copy
+/// that was a tenth of a capture's CPU (docs/PERFORMANCE.md); [`Appender::sync`] writes
+/// the unaligned tail through the plain descriptor and fsyncs. On a share, where the file
+/// system refuses direct I/O, or with `IMPRINT_BUFFERED_IO` set, everything goes through
+/// the plain descriptor, as through a `BufWriter`. Dropping it writes what is buffered (as a
+/// `BufWriter` does), unless a write failed.
+pub struct Appender {
+    plain: File,
+    direct: Option<File>,
+    buf: IoBuf,
+    fill: usize,
+    on_disk: u64,
+    failed: bool,
+}
+
+impl Appender {
+    /// Appends to `plain` (a new, empty file opened for writing) in writes of `capacity`
+    /// bytes (a multiple of [`DIRECT_ALIGN`]).
+    pub fn new(plain: File, capacity: usize) -> Self {
+        debug_assert!(capacity.is_multiple_of(DIRECT_ALIGN));
+        let direct = direct_twin(&plain, true);
+        Self::with_direct(plain, capacity, direct)
+    }
+
+    /// [`Appender::new`] with the direct descriptor given (None: plain writes only).
+    fn with_direct(plain: File, capacity: usize, direct: Option<File>) -> Self {
+        Appender {
+            plain,
+            direct,
+            buf: IoBuf::for_overwrite(capacity),
+            fill: 0,
+            on_disk: 0,
+            failed: false,
+        }
+    }
+
+    /// Appends all of `data`.
+    pub fn write_all(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let n = (self.buf.len() - self.fill).min(data.len());
+            self.buf[self.fill..self.fill + n].copy_from_slice(&data[..n]);
+            self.fill += n;
+            data = &data[n..];
+            if self.fill == self.buf.len() {
+                self.write_out()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_out(&mut self) -> io::Result<()> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        let f = DirectFile {
+            plain: &self.plain,
+            direct: self.direct.take(),
+        };
+        let r = f.write_all_at(&self.buf[..self.fill], self.on_disk);
+        self.direct = f.direct;
+        if r.is_err() {
+            self.failed = true;
+        }
+        r?;
+        self.on_disk += self.fill as u64;
+        self.fill = 0;
+        Ok(())
+    }
+
+    /// Writes what is buffered and fsyncs: everything appended so far is durable.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.write_out()?;
+        self.plain.sync_all()
+    }
+
+    /// Bytes written to the file so far (the rest waits in the buffer).
+    pub fn on_disk(&self) -> u64 {
+        self.on_disk
+    }
+
+    /// The file (for advice on its written part).
+    pub fn file(&self) -> &File {
+        &self.plain
+    }
+}
+
+/// The store file `plain` opened again with `O_DIRECT` (through `/proc/self/fd`, so the
+/// same inode), for writing or reading; None on a share, where the file system refuses
+/// it, or with `IMPRINT_BUFFERED_IO` set (docs/CLI.md).
+pub fn direct_twin(plain: &File, write: bool) -> Option<File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    if std::env::var_os("IMPRINT_BUFFERED_IO").is_some() || on_a_share(plain) {
+        return None;
+    }
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+        .open(format!("/proc/self/fd/{}", plain.as_raw_fd()))
+        .ok()
+}
+
+/// Reads `len` bytes at `offset` of `plain` into a new buffer: through `direct` (its
+/// [`direct_twin`]) when given, as the aligned span around them, so no page-cache copy
+/// is made; through `plain` when that is None or the kernel refuses the direct read. A
+/// file that ends before `offset + len` is `UnexpectedEof`.
+pub fn read_span(
+    plain: &File,
+    direct: Option<&File>,
+    offset: u64,
+    len: usize,
+) -> io::Result<IoBuf> {
+    if let Some(d) = direct {
+        let a = DIRECT_ALIGN as u64;
+        let lo = offset / a * a;
+        let skip = (offset - lo) as usize;
+        let need = skip + len;
+        let mut buf = IoBuf::for_overwrite(need.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN);
+        // Stops at `need`, not at the aligned end, which may pass the end of the file.
+        let mut got = 0;
+        let r = loop {
+            if got >= need {
+                break Ok(());
+            }
+            match FileExt::read_at(d, &mut buf[got..], lo + got as u64) {
+                Ok(0) => break Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        match r {
+            Ok(()) => return Ok(buf.narrow(skip, len)),
+            // Refused (or a short read left an unaligned offset): read it plainly.
+            Err(e) if e.raw_os_error() == Some(EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut buf = IoBuf::for_overwrite(len);
+    FileExt::read_exact_at(plain, &mut buf, offset)?;
+    Ok(buf)
+}
+
+/// True when `f` lives on a network or FUSE file system (NFS, SMB, sshfs…). Direct writes
+/// there are synchronous round trips to the server, and on SMB the second open of the
+/// file can break the first one's lease; packs on shares keep the page cache.
+fn on_a_share(f: &File) -> bool {
+    const NETWORK: [u32; 5] = [
+        0x6969,      // NFS
+        0xff53_4d42, // CIFS
+        0xfe53_4d42, // SMB2
+        0x517b,      // SMB (smbfs)
+        0x6573_5546, // FUSE
+    ];
+    match rustix::fs::fstatfs(f) {
+        Ok(st) => NETWORK.contains(&(st.f_type as u32)),
+        Err(_) => true,
+    }
+}
+
+impl std::fmt::Debug for Appender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Appender")
+            .field("direct", &self.direct.is_some())
+            .field("on_disk", &self.on_disk)
+            .field("buffered", &self.fill)
+            .finish()
+    }
+}
+
+impl Drop for Appender {
+    fn drop(&mut self) {
+        if !self.failed {
+            let _ = self.write_out();
+        }
+    }
+}
+
 /// `EINVAL`: what the kernel answers to a direct read it cannot serve.
 const EINVAL: i32 = 22;
 /// `EBADF`: a write on a descriptor opened read-only.
@@ -150,6 +330,26 @@ fn pool() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
 }
 
 impl IoBuf {
+    /// The `len` bytes from `start` of this buffer, without a copy (the result's data no
+    /// longer starts on an aligned boundary unless `start` is a multiple of it).
+    pub fn narrow(mut self, start: usize, len: usize) -> Self {
+        assert!(start + len <= self.len, "narrow past the end");
+        self.off += start;
+        self.len = len;
+        self
+    }
+
+    /// This buffer, or a copy of it when its data does not start on a [`DIRECT_ALIGN`]
+    /// boundary (after [`IoBuf::narrow`]), so that a [`DirectFile`] writes it directly.
+    pub fn into_aligned(self) -> Self {
+        if (self.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
+            return self;
+        }
+        let mut b = Self::for_overwrite(self.len);
+        b.copy_from_slice(&self);
+        b
+    }
+
     /// A zero-filled buffer of `len` bytes.
     pub fn new(len: usize) -> Self {
         let mut b = Self::for_overwrite(len);
@@ -359,6 +559,91 @@ mod tests {
             let mut back = IoBuf::new(8192);
             f.read_exact_at(&mut back, 16384).unwrap();
             assert!(back.iter().all(|&b| b == v));
+        }
+    }
+
+    #[test]
+    fn appender_writes_every_byte_in_order_with_and_without_direct_io() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        assert!(!on_a_share(&File::open(dir.path()).unwrap()));
+        let mut want = Vec::new();
+        for direct in [true, false] {
+            for (name, sync) in [("synced", true), ("dropped", false)] {
+                let path = dir.path().join(format!("{name}-{direct}"));
+                let file = File::create(&path).unwrap();
+                let mut a = if direct {
+                    // /var/tmp is on the machine's root file system, which does direct I/O.
+                    Appender::new(file, 2 * DIRECT_ALIGN)
+                } else {
+                    Appender::with_direct(file, 2 * DIRECT_ALIGN, None)
+                };
+                assert_eq!(a.direct.is_some(), direct);
+                want.clear();
+                // Pieces of odd sizes, some larger than the buffer.
+                for (i, n) in [32usize, 64, 5000, 1, 9000, 300, 20000, 7]
+                    .iter()
+                    .enumerate()
+                {
+                    let piece: Vec<u8> = (0..*n).map(|j| (i * 31 + j) as u8).collect();
+                    a.write_all(&piece).unwrap();
+                    want.extend_from_slice(&piece);
+                }
+                assert!(a.on_disk().is_multiple_of(DIRECT_ALIGN as u64));
+                assert!(a.on_disk() < want.len() as u64);
+                if sync {
+                    a.sync().unwrap();
+                    assert_eq!(a.on_disk(), want.len() as u64);
+                    // More after a sync (unaligned from here on) still lands in order.
+                    a.write_all(&[0xab; 9000]).unwrap();
+                    want.extend_from_slice(&[0xab; 9000]);
+                    a.sync().unwrap();
+                }
+                drop(a);
+                assert_eq!(
+                    std::fs::read(&path).unwrap(),
+                    want,
+                    "{name} direct={direct}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn read_span_reads_any_span_with_and_without_direct_io_and_refuses_past_the_end() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("pack");
+        let bytes: Vec<u8> = (0..3 * DIRECT_ALIGN + 1234)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        let plain = File::open(&path).unwrap();
+        let direct = direct_twin(&plain, false);
+        assert!(direct.is_some(), "/var/tmp does direct I/O");
+        let end = bytes.len();
+        let spans = [
+            (0, 1),
+            (5, 4091),
+            (4095, 2),
+            (4096, 8192),
+            (100, end - 100),
+            (end - 7, 7),
+        ];
+        for d in [direct.as_ref(), None] {
+            for (off, len) in spans {
+                let got = read_span(&plain, d, off as u64, len).unwrap();
+                assert_eq!(
+                    &got[..],
+                    &bytes[off..off + len],
+                    "{off}+{len} direct={}",
+                    d.is_some()
+                );
+                // Aligned again for a direct write, with the same bytes.
+                let back = got.into_aligned();
+                assert!((back.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN));
+                assert_eq!(&back[..], &bytes[off..off + len]);
+            }
+            let e = read_span(&plain, d, (end - 7) as u64, 8).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
         }
     }
 

@@ -16,11 +16,11 @@
 use crate::backend::{is_http, Backend, HttpBackend, LocalBackend, INDEX_LIST};
 use crate::error::{Error, Result};
 use crate::format::*;
-use crate::io::IoBuf;
+use crate::io::{Appender, IoBuf};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -354,11 +354,10 @@ impl Store {
             id: *id,
             offset: disk_offset,
         })?;
-        // Every byte is read below (or the read fails).
-        let mut buf = IoBuf::for_overwrite(loc.stored_len as usize);
         let rel = self.pack_rel(loc.pack);
-        self.backend
-            .read_at(&rel, loc.offset, &mut buf)
+        let buf = self
+            .backend
+            .read_span(&rel, loc.offset, loc.stored_len as usize)
             .map_err(|e| match e.kind() {
                 io::ErrorKind::UnexpectedEof => {
                     self.corrupt(id, disk_offset, &loc, "the pack file is truncated".into())
@@ -383,7 +382,8 @@ impl Store {
         let (raw, decoded) = match loc.encoding {
             Encoding::Raw => {
                 let n = stored.len();
-                (stored, n)
+                // A direct read of the pack may have left it off the page boundary.
+                (stored.into_aligned(), n)
             }
             Encoding::Zstd => {
                 // Every byte the frame decodes to is written; a shorter frame fails below.
@@ -733,7 +733,7 @@ fn random_id() -> [u8; 16] {
 struct OpenPack {
     name: String,
     path: PathBuf,
-    file: BufWriter<File>,
+    file: Appender,
     len: u64,
     /// Bytes of the pack handed to early writeback so far ([`OpenPack::write_back`]).
     written_back: u64,
@@ -752,13 +752,13 @@ impl OpenPack {
     /// dirty pages without waiting, and drops clean ones; it is advice, so an error (a
     /// file system without it) changes nothing and the fsync still makes it durable.
     fn write_back(&mut self) {
-        let on_disk = self.len - self.file.buffer().len() as u64;
+        let on_disk = self.file.on_disk();
         if on_disk < self.written_back + WRITEBACK_STEP {
             return;
         }
         let from = self.written_back.saturating_sub(2 * WRITEBACK_STEP);
         let _ = rustix::fs::fadvise(
-            self.file.get_ref(),
+            self.file.file(),
             from,
             std::num::NonZeroU64::new(on_disk - from),
             rustix::fs::Advice::DontNeed,
@@ -875,7 +875,7 @@ impl<'a> StoreWriter<'a> {
             .create_new(true)
             .open(&path)
             .map_err(|e| Error::io("creating pack", &path, e))?;
-        let mut file = BufWriter::with_capacity(4 << 20, f);
+        let mut file = Appender::new(f, 4 << 20);
         file.write_all(&pack_header(&id))
             .map_err(|e| Error::io("writing pack", &path, e))?;
         Ok(OpenPack {
@@ -895,8 +895,7 @@ impl<'a> StoreWriter<'a> {
             return Ok(());
         };
         pack.file
-            .flush()
-            .and_then(|_| pack.file.get_ref().sync_all())
+            .sync()
             .map_err(|e| Error::io("syncing pack", &pack.path, e))?;
         let idx = encode_index(&pack.entries, pack.len);
         write_atomic(&self.store.packs_dir(), &format!("{}.idx", pack.name), &idx)?;
