@@ -261,35 +261,34 @@ impl Map {
         buf
     }
 
-    /// Non-table chunks of this image where `a` and `b` differ, masked by this image.
-    fn differing(&self, a: &Path, b: &Path) -> Vec<u64> {
+    /// Non-table chunks of this image where `a` and `b` differ, masked by this image, each
+    /// with the bytes of its 4 KiB blocks that differ.
+    fn differing(&self, a: &Path, b: &Path) -> Vec<(u64, u64)> {
         let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
         self.entries
             .keys()
             .copied()
-            .filter(|&i| !self.is_table(i) && self.masked(&fa, i) != self.masked(&fb, i))
+            .filter(|&i| !self.is_table(i))
+            .filter_map(|i| {
+                let (ma, mb) = (self.masked(&fa, i), self.masked(&fb, i));
+                let blocks: u64 = ma
+                    .chunks(4096)
+                    .zip(mb.chunks(4096))
+                    .filter(|(x, y)| x != y)
+                    .map(|(x, _)| x.len() as u64)
+                    .sum();
+                (blocks > 0).then_some((i, blocks))
+            })
             .collect()
     }
 
-    /// Bytes of the 4 KiB blocks of non-table chunks where `a` and `b` differ, masked by
-    /// this image, and the bytes of this image's table-area chunks.
-    fn differing_block_bytes(&self, a: &Path, b: &Path) -> (u64, u64) {
-        let (fa, fb) = (File::open(a).unwrap(), File::open(b).unwrap());
-        let (mut differ, mut tables) = (0, 0);
-        for &i in self.entries.keys() {
-            if self.is_table(i) {
-                tables += self.range(i).1;
-                continue;
-            }
-            let (ma, mb) = (self.masked(&fa, i), self.masked(&fb, i));
-            differ += ma
-                .chunks(4096)
-                .zip(mb.chunks(4096))
-                .filter(|(x, y)| x != y)
-                .map(|(x, _)| x.len() as u64)
-                .sum::<u64>();
-        }
-        (differ, tables)
+    /// Bytes of this image's table-area chunks (always rewritten).
+    fn table_bytes(&self) -> u64 {
+        self.entries
+            .keys()
+            .filter(|&&i| self.is_table(i))
+            .map(|&i| self.range(i).1)
+            .sum()
     }
 
     /// True when `a` and `b` hold the same bytes in every extent and in both table MiBs.
@@ -591,7 +590,8 @@ fn delta_restore_of_b_over_a_writes_only_differing_chunks_and_equals_a_full_rest
 
     // Independent counts: chunks whose content (masked as B masks it) differs between
     // the disk holding A and the reference; and chunks whose id differs from A's.
-    let masked_differ = fx.map_b.differing(&before, &fx.full_b).len() as u64;
+    let differ = fx.map_b.differing(&before, &fx.full_b);
+    let masked_differ = differ.len() as u64;
     let b_chunks: Vec<u64> = fx
         .map_b
         .entries
@@ -620,7 +620,8 @@ fn delta_restore_of_b_over_a_writes_only_differing_chunks_and_equals_a_full_rest
         "chunks written vs chunks that differ"
     );
     // Inside those chunks only the 4 KiB blocks that differ are written.
-    let (block_bytes, table_bytes) = fx.map_b.differing_block_bytes(&before, &fx.full_b);
+    let block_bytes: u64 = differ.iter().map(|d| d.1).sum();
+    let table_bytes = fx.map_b.table_bytes();
     eprintln!(
         "bytes written: {} ({table_bytes} in the table areas); bytes of differing 4 KiB blocks: \
          {block_bytes}; of the chunks holding them: {}",

@@ -71,7 +71,6 @@ impl Drop for Nginx {
     }
 }
 
-/// The number of range requests (206) nginx answered for paths under `prefix`.
 /// [`ranges`] once it exceeds `above`, or after 5 s whatever it is: nginx writes a
 /// request's log line after the response has gone, so the client can be faster.
 pub fn ranges_above(dir: &Path, prefix: &str, above: usize) -> usize {
@@ -85,6 +84,7 @@ pub fn ranges_above(dir: &Path, prefix: &str, above: usize) -> usize {
     }
 }
 
+/// The number of range requests (206) nginx answered for paths under `prefix`.
 pub fn ranges(dir: &Path, prefix: &str) -> usize {
     std::fs::read_to_string(dir.join("access.log"))
         .unwrap_or_default()
