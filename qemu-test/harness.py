@@ -9,7 +9,6 @@ Run through qemu-test/run.sh; `-k PATTERN` selects tests by name.
 
 import argparse
 import json
-import os
 import re
 import shutil
 import socket
@@ -304,7 +303,7 @@ def usb_boot(ctx, name, firmware):
              "-device", "usb-storage,bus=xhci.0,drive=boot,bootindex=0,serial=IMPRINT-STICK"]
     vm = VM(name, args, firmware=firmware, machine=machine)
     try:
-        m = vm.wait_for(READY.pattern, 90)
+        vm.wait_for(READY.pattern, 90)
         ctx.note(f"wall to ready {vm.elapsed():.1f} s")
         text = vm.text()
         want = {"seabios": "firmware BIOS", "ovmf": "firmware UEFI", "ovmf-sb": "firmware UEFI, Secure Boot on"}[firmware]

@@ -29,8 +29,9 @@ def sh(*cmd, **kw):
     return r.stdout
 
 
-def make_source_system(work):
-    """A 256 MiB GPT disk: 64 MiB FAT32 ESP + 160 MiB ext4 root made with real tools.
+def make_source_system(work, blob_mib=3):
+    """A 256 MiB GPT disk: 64 MiB FAT32 ESP + 160 MiB ext4 root made with real tools, the
+    root holding a random file of about `blob_mib` MiB.
     Returns (disk path, {path: sha256} for ESP files, {path: sha256} for root files)."""
     rootdir = work / "rootfs"
     shutil.rmtree(rootdir, ignore_errors=True)
@@ -39,7 +40,7 @@ def make_source_system(work):
     (rootdir / "etc/hostname").write_text("golden-pc\n")
     (rootdir / "etc/os-release").write_text('NAME="Imprint test system"\nVERSION_ID="1"\n')
     rnd = os.urandom
-    (rootdir / "usr/lib/blob.bin").write_bytes(rnd(3 * MIB + 12345))
+    (rootdir / "usr/lib/blob.bin").write_bytes(rnd(blob_mib * MIB + 12345))
     (rootdir / "usr/lib/text.txt").write_text("imprint " * 100000)
     os.symlink("../etc/hostname", rootdir / "usr/hostname-link")
     root_files = {f"/{p.relative_to(rootdir)}": hashlib.sha256(p.read_bytes()).hexdigest()
@@ -103,6 +104,42 @@ def partition_offsets(disk):
     return parts
 
 
+def check_restored_system(work, target, esp_files, root_files):
+    """The host's own proofs that `target` holds the system of make_source_system: sgdisk -v,
+    the ESP and root where they were, e2fsck -fn, fsck.vfat -n, every file's checksum."""
+    # Every problem is collected so one run reports them all.
+    problems = []
+    v = subprocess.run(["sgdisk", "-v", str(target)], capture_output=True, text=True).stdout
+    if "No problems found" not in v:
+        problems.append("sgdisk -v: " + " ".join(v.split())[:300])
+    parts = partition_offsets(target)
+    if len(parts) < 2 or parts[0] != (ESP_START, ESP_SIZE) or parts[1][0] != ROOT_START:
+        raise AssertionError(f"partitions moved or missing: {parts}; problems so far: {problems}")
+
+    def fsck_copy(name, start, size, fsck):
+        """Copies a partition of `target` out to a file and runs `fsck` (read-only) on it."""
+        copy = work / name
+        sh("dd", f"if={target}", f"of={copy}", "bs=1M", f"skip={start // MIB}", f"count={size // MIB}",
+           "status=none")
+        r = subprocess.run([*fsck, str(copy)], capture_output=True, text=True)
+        if r.returncode != 0:
+            problems.append(f"{' '.join(fsck)} exit {r.returncode}: {r.stdout.strip()[-200:]}")
+        return copy
+
+    root_copy = fsck_copy("restored-root.ext4", ROOT_START, parts[1][1], ["e2fsck", "-fn"])
+    esp_copy = fsck_copy("restored-esp.vfat", ESP_START, ESP_SIZE, ["fsck.vfat", "-n"])
+    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
+    for name, digest in esp_files.items():
+        data = subprocess.run(["mcopy", "-i", str(esp_copy), f"::{name}", "-"], capture_output=True, env=env).stdout
+        if hashlib.sha256(data).hexdigest() != digest:
+            problems.append(f"ESP file {name} differs after restore")
+    for name, digest in root_files.items():
+        data = subprocess.run(["debugfs", "-R", f"cat {name}", str(root_copy)], capture_output=True).stdout
+        if hashlib.sha256(data).hexdigest() != digest:
+            problems.append(f"root file {name} differs after restore")
+    check(not problems, "restored disk: " + "; ".join(problems))
+
+
 def test_capture_then_restore_to_larger_nvme(ctx):
     """(e) capture a real GPT/ESP/ext4 disk over the kernel command line, restore it onto a
     larger blank NVMe disk, prove it with fsck and checksums."""
@@ -138,36 +175,7 @@ def test_capture_then_restore_to_larger_nvme(ctx):
           f"restore result has no byte counts: {res}")
     ctx.note(f"restore boot {wall:.1f} s, written_bytes {res['written_bytes']}")
 
-    # The host's own proofs; every problem is collected so one run reports them all.
-    problems = []
-    v = subprocess.run(["sgdisk", "-v", str(target)], capture_output=True, text=True).stdout
-    if "No problems found" not in v:
-        problems.append("sgdisk -v: " + " ".join(v.split())[:300])
-    parts = partition_offsets(target)
-    if len(parts) < 2 or parts[0] != (ESP_START, ESP_SIZE) or parts[1][0] != ROOT_START:
-        raise AssertionError(f"partitions moved or missing: {parts}; problems so far: {problems}")
-    root_copy = work / "restored-root.ext4"
-    sh("dd", f"if={target}", f"of={root_copy}", "bs=1M", f"skip={ROOT_START // MIB}",
-       f"count={parts[1][1] // MIB}", "status=none")
-    r = subprocess.run(["e2fsck", "-fn", str(root_copy)], capture_output=True, text=True)
-    if r.returncode != 0:
-        problems.append(f"e2fsck -fn exit {r.returncode}: {r.stdout.strip()[-200:]}")
-    esp_copy = work / "restored-esp.vfat"
-    sh("dd", f"if={target}", f"of={esp_copy}", "bs=1M", f"skip={ESP_START // MIB}",
-       f"count={ESP_SIZE // MIB}", "status=none")
-    r = subprocess.run(["fsck.vfat", "-n", str(esp_copy)], capture_output=True, text=True)
-    if r.returncode != 0:
-        problems.append(f"fsck.vfat -n exit {r.returncode}: {r.stdout.strip()[-200:]}")
-    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    for name, digest in esp_files.items():
-        data = subprocess.run(["mcopy", "-i", str(esp_copy), f"::{name}", "-"], capture_output=True, env=env).stdout
-        if hashlib.sha256(data).hexdigest() != digest:
-            problems.append(f"ESP file {name} differs after restore")
-    for name, digest in root_files.items():
-        data = subprocess.run(["debugfs", "-R", f"cat {name}", str(root_copy)], capture_output=True).stdout
-        if hashlib.sha256(data).hexdigest() != digest:
-            problems.append(f"root file {name} differs after restore")
-    check(not problems, "restored disk: " + "; ".join(problems))
+    check_restored_system(work, target, esp_files, root_files)
     ctx.note(f"sgdisk -v, e2fsck -fn, fsck.vfat -n clean; {len(esp_files) + len(root_files)} files match")
 
     # The restored disk verified against the image from the command line. The job itself

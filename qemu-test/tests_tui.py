@@ -20,11 +20,10 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import time
 
 from harness import DIST, OUT, TOP, USB_HOST, VM, Skip, TestFailure, check, disk_args, kernel_args
-from tests_capture import ESP_SIZE, ESP_START, ROOT_START, SRC_SIZE, make_source_system, partition_offsets, sh
+from tests_capture import SRC_SIZE, check_restored_system, make_source_system, sh
 
 COLS, ROWS = 80, 25
 KEY_GAP = 0.15
@@ -345,35 +344,7 @@ def test_tui_capture_then_restore_over_serial(ctx):
             shutil.copy(png, dest / png.name)
 
     # --- the restored disk, on the host ---------------------------------------------------
-    problems = []
-    v = subprocess.run(["sgdisk", "-v", str(target)], capture_output=True, text=True).stdout
-    if "No problems found" not in v:
-        problems.append("sgdisk -v: " + " ".join(v.split())[:300])
-    parts = partition_offsets(target)
-    if len(parts) < 2 or parts[0] != (ESP_START, ESP_SIZE) or parts[1][0] != ROOT_START:
-        raise AssertionError(f"partitions moved or missing: {parts}; problems so far: {problems}")
-    root_copy = work / "restored-root.ext4"
-    sh("dd", f"if={target}", f"of={root_copy}", "bs=1M", f"skip={ROOT_START >> 20}",
-       f"count={parts[1][1] >> 20}", "status=none")
-    r = subprocess.run(["e2fsck", "-fn", str(root_copy)], capture_output=True, text=True)
-    if r.returncode != 0:
-        problems.append(f"e2fsck -fn exit {r.returncode}: {r.stdout.strip()[-200:]}")
-    esp_copy = work / "restored-esp.vfat"
-    sh("dd", f"if={target}", f"of={esp_copy}", "bs=1M", f"skip={ESP_START >> 20}",
-       f"count={ESP_SIZE >> 20}", "status=none")
-    r = subprocess.run(["fsck.vfat", "-n", str(esp_copy)], capture_output=True, text=True)
-    if r.returncode != 0:
-        problems.append(f"fsck.vfat -n exit {r.returncode}: {r.stdout.strip()[-200:]}")
-    env = dict(os.environ, MTOOLS_SKIP_CHECK="1")
-    for name, digest in esp_files.items():
-        data = subprocess.run(["mcopy", "-i", str(esp_copy), f"::{name}", "-"], capture_output=True, env=env).stdout
-        if hashlib.sha256(data).hexdigest() != digest:
-            problems.append(f"ESP file {name} differs after restore")
-    for name, digest in root_files.items():
-        data = subprocess.run(["debugfs", "-R", f"cat {name}", str(root_copy)], capture_output=True).stdout
-        if hashlib.sha256(data).hexdigest() != digest:
-            problems.append(f"root file {name} differs after restore")
-    check(not problems, "restored disk: " + "; ".join(problems))
+    check_restored_system(work, target, esp_files, root_files)
     ctx.note(f"host: sgdisk -v, e2fsck -fn, fsck.vfat -n clean, {len(esp_files) + len(root_files)} files match; "
              f"total {time.monotonic() - t0:.0f} s")
 
@@ -547,8 +518,8 @@ def test_tui_lists_the_smb_store_named_at_boot_and_captures_into_it(ctx):
         try:
             vm.wait_for(r"imprint: ready in", 40)
             t0 = time.monotonic()
-            t = vm.wait_screen(r"smb://root@10\.0\.2\.100/store: 1 image[^\n]*\n[^\n]*golden", 90,
-                               "the store named at boot and its image on the home screen")
+            vm.wait_screen(r"smb://root@10\.0\.2\.100/store: 1 image[^\n]*\n[^\n]*golden", 90,
+                           "the store named at boot and its image on the home screen")
             ctx.note(f"SMB store from the command line listed {time.monotonic() - t0:.1f} s after ready")
 
             vm.keys("c")
