@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{imprint, imprint_env, ok, p, text, Rng, MIB};
+use common::{imprint, imprint_env, ok, p, text, Loop, Mounted, Rng, MIB};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -90,47 +90,6 @@ fn run(cmd: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("running {cmd} (is it installed?): {e}"));
     assert!(o.status.success(), "{cmd} {args:?} failed: {}", text(&o));
     o
-}
-
-// ---- loop devices and mounts that always go away ----
-
-/// A loop device over a byte range of a file, detached by name when dropped.
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &Path, offset: u64, size: u64, read_only: bool) -> Loop {
-        let (o, s) = (offset.to_string(), size.to_string());
-        let mut args = vec!["-f", "--show", "-o", &o, "--sizelimit", &s];
-        if read_only {
-            args.push("-r");
-        }
-        args.push(p(file));
-        let out = run("losetup", &args);
-        Loop(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = Command::new("losetup").args(["-d", &self.0]).status();
-    }
-}
-
-/// A mount point, unmounted when dropped (before its loop device: declare it after).
-struct Mounted(PathBuf);
-
-impl Mounted {
-    fn new(dev: &Loop, dir: &Path, opts: &str) -> Mounted {
-        std::fs::create_dir_all(dir).unwrap();
-        run("mount", &["-o", opts, &dev.0, p(dir)]);
-        Mounted(dir.to_path_buf())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
 }
 
 // ---- files ----

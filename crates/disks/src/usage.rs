@@ -90,6 +90,9 @@ pub struct MountEntry {
     pub fstype: String,
     /// The mount source: a device node for block filesystems, else free text.
     pub source: String,
+    /// The filesystem itself is read-only (its super options start with `ro`), on
+    /// every mount of it: nothing can change its files until it is remounted.
+    pub read_only: bool,
 }
 
 /// One line of `/proc/swaps`.
@@ -106,6 +109,9 @@ pub struct MountUse {
     pub device: PathBuf,
     pub mountpoint: PathBuf,
     pub fstype: String,
+    /// See [`MountEntry::read_only`].
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 /// A device claimed by another kernel device (device-mapper, md, bcache...).
@@ -229,12 +235,17 @@ fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     }
     let fstype = unescape(fields.next()?);
     let source = unescape(fields.next()?);
+    // The super options: the filesystem's own, shared by all its mounts (the per-mount
+    // options above can be `ro` on one bind mount while another writes). Missing: counted
+    // as writable, the safe side.
+    let read_only = fields.next().and_then(|o| o.split(',').next()) == Some("ro");
     Some(MountEntry {
         devnum,
         root: PathBuf::from(root),
         mountpoint: PathBuf::from(mountpoint),
         fstype,
         source,
+        read_only,
     })
 }
 
@@ -481,6 +492,7 @@ impl SysRoot {
                         device: d.node.clone(),
                         mountpoint: m.mountpoint.clone(),
                         fstype: m.fstype.clone(),
+                        read_only: m.read_only,
                     });
                 }
             }
@@ -709,18 +721,31 @@ mod tests {
 27 1 8:2 / / rw,relatime shared:1 - ext4 /dev/sda2 rw
 30 27 8:17 / /mnt/my\\040store rw,relatime shared:5 master:2 - ext4 /dev/sdb1 rw
 31 27 0:45 /@home /home rw,relatime - btrfs /dev/sdc1 rw,subvol=/@home
+40 27 8:65 / /run/imprint/disks/sde1 ro,relatime - vfat /dev/sde1 ro,fmask=0022
+41 27 8:18 / /mnt/ro-view ro,relatime - ext4 /dev/sdb2 rw
 ";
 
     #[test]
     fn mountinfo_fields_and_escapes_are_parsed() {
         let m = parse_mountinfo(MOUNTINFO);
-        assert_eq!(m.len(), 4);
+        assert_eq!(m.len(), 6);
         assert_eq!(m[1].devnum, DevNum { major: 8, minor: 2 });
         assert_eq!(m[1].source, "/dev/sda2");
         assert_eq!(m[2].mountpoint, Path::new("/mnt/my store"));
         assert_eq!(m[2].fstype, "ext4");
         assert_eq!(m[3].root, Path::new("/@home"));
         assert_eq!(m[3].source, "/dev/sdc1");
+    }
+
+    #[test]
+    fn read_only_is_the_filesystem_s_own_flag_not_the_mount_s() {
+        let m = parse_mountinfo(MOUNTINFO);
+        let ro: Vec<bool> = m.iter().map(|e| e.read_only).collect();
+        // A ro view (bind or mount flag) of a filesystem that is writable elsewhere is
+        // not read-only; a line cut before its super options counts as writable.
+        assert_eq!(ro, [false, false, false, false, true, false]);
+        let cut = parse_mountinfo("40 27 8:33 / /x ro,relatime - vfat /dev/sdc1\n");
+        assert!(cut.iter().all(|e| !e.read_only));
     }
 
     #[test]

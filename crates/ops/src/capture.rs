@@ -121,7 +121,8 @@ pub fn preview_capture(source: &Path) -> Result<CapturePreview, OpsError> {
 }
 
 /// Refuses a source that contains the store (the image would capture itself being
-/// written) and, without `force`, a source that is mounted. Returns model and serial.
+/// written) and, without `force`, a source with a filesystem mounted writable. Returns model
+/// and serial.
 fn check_source(
     req: &CaptureRequest,
     sink: &mut dyn Sink,
@@ -181,7 +182,9 @@ fn check_source(
         path: req.source.clone(),
         source,
     })?;
-    if let Some(m) = usage.mounts.first() {
+    // A read-only filesystem cannot change while it is read (the text UI's probes for
+    // stores mount that way, on either console), so only a writable one stops a capture.
+    if let Some(m) = usage.mounts.iter().find(|m| !m.read_only) {
         let msg = format!(
             "{} is mounted on {}: files changing during capture make an inconsistent image",
             m.device.display(),

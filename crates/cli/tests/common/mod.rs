@@ -691,3 +691,44 @@ pub fn dir_size(dir: &Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+// ---- loop devices and mounts that always go away ----
+
+/// A loop device over a byte range of a file, detached by name when dropped.
+pub struct Loop(pub String);
+
+impl Loop {
+    pub fn attach(file: &Path, offset: u64, size: u64, read_only: bool) -> Loop {
+        let (o, s) = (offset.to_string(), size.to_string());
+        let mut args = vec!["-f", "--show", "-o", &o, "--sizelimit", &s];
+        if read_only {
+            args.push("-r");
+        }
+        args.push(p(file));
+        let out = tool_ok("losetup", &args);
+        Loop(String::from_utf8_lossy(&out).trim().to_string())
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.0]).status();
+    }
+}
+
+/// A mount point, unmounted when dropped (before its loop device: declare it after).
+pub struct Mounted(pub PathBuf);
+
+impl Mounted {
+    pub fn new(dev: &Loop, dir: &Path, opts: &str) -> Mounted {
+        std::fs::create_dir_all(dir).unwrap();
+        tool_ok("mount", &["-o", opts, &dev.0, p(dir)]);
+        Mounted(dir.to_path_buf())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
