@@ -180,6 +180,12 @@ impl DiskStores {
         }
         self.mounted = keep;
         self.passed.retain(|(c, _)| now.iter().any(|(n, _)| n == c));
+        // One probe at a time across the two TUIs: else one reads the other's brief
+        // probe mount just as it is unmounted (which then fails), or mounts a partition
+        // the other is mounting. Busy: the next look, a few seconds on, probes instead.
+        let Some(_turn) = ProbeLock::try_take(&self.base) else {
+            return log;
+        };
         for (c, at) in now {
             if self.mounted.iter().any(|m| m.part.node == c.node) {
                 continue;
@@ -217,7 +223,10 @@ impl DiskStores {
                     self.mounted.push(m);
                 }
                 Ok(None) => self.passed.push((c, None)),
-                Err(e) => {
+                // Held by a writer (a restore holds its disk exclusively): not
+                // remembered, so it is probed again once the writer lets go.
+                Err(Refused::Busy) => {}
+                Err(Refused::Other(e)) => {
                     log.push(format!("looking for a store on {}: {e}", c.describe()));
                     self.passed.push((c, Some(e)));
                 }
@@ -227,20 +236,27 @@ impl DiskStores {
     }
 
     /// Mounts `c` read-only, keeps it when it holds a store.
-    fn probe(&self, c: &Candidate) -> Result<Option<Mounted>, String> {
-        let (fstype, opts) = read_only_mount(&c.fs).ok_or("not a filesystem Imprint reads")?;
+    fn probe(&self, c: &Candidate) -> Result<Option<Mounted>, Refused> {
+        let other = Refused::Other;
+        let (fstype, opts) =
+            read_only_mount(&c.fs).ok_or(other("not a filesystem Imprint reads".into()))?;
         let opts = opts.as_str();
         let mountpoint = self.base.join(&c.name);
         std::fs::create_dir_all(&mountpoint)
-            .map_err(|e| format!("creating {}: {e}", mountpoint.display()))?;
+            .map_err(|e| other(format!("creating {}: {e}", mountpoint.display())))?;
         if let Err(e) = mount(&c.node, &mountpoint, fstype, opts, false) {
             let _ = std::fs::remove_dir(&mountpoint);
-            return Err(format!("mounting {} read-only: {e}", c.node.display()));
+            if e == rustix::io::Errno::BUSY {
+                return Err(Refused::Busy);
+            }
+            return Err(other(format!(
+                "mounting {} read-only: {e}",
+                c.node.display()
+            )));
         }
         let stores = find_stores(&mountpoint);
         if stores.is_empty() {
-            let _ = rustix::mount::unmount(&mountpoint, UnmountFlags::empty());
-            let _ = std::fs::remove_dir(&mountpoint);
+            release(&mountpoint);
             return Ok(None);
         }
         Ok(Some(Mounted {
@@ -331,10 +347,56 @@ impl DiskStores {
 impl Drop for DiskStores {
     fn drop(&mut self) {
         for m in self.mounted.iter().filter(|m| m.owned) {
-            if rustix::mount::unmount(&m.mountpoint, UnmountFlags::empty()).is_err() {
-                let _ = rustix::mount::unmount(&m.mountpoint, UnmountFlags::DETACH);
-            }
-            let _ = std::fs::remove_dir(&m.mountpoint);
+            release(&m.mountpoint);
+        }
+    }
+}
+
+/// Why a probe mounted nothing.
+#[derive(Debug)]
+enum Refused {
+    /// The device is held (`EBUSY`): a writer has it, for now.
+    Busy,
+    Other(String),
+}
+
+/// Unmounts `at` and removes the directory. When something still has a file open there
+/// (the other TUI listing it), the mount is detached instead: it leaves the mount table
+/// at once and the kernel lets go of the filesystem when the last file closes. A probe's
+/// mount never outlives the probe, where a capture of its disk would find it and refuse.
+fn release(at: &Path) {
+    if rustix::mount::unmount(at, UnmountFlags::empty()).is_err() {
+        let _ = rustix::mount::unmount(at, UnmountFlags::DETACH);
+    }
+    let _ = std::fs::remove_dir(at);
+}
+
+/// An exclusive `flock` on `BASE/.probing`, shared by every process that probes under
+/// `BASE` (the TUIs on tty1 and on the serial console); released when dropped or when the
+/// process dies.
+struct ProbeLock {
+    _file: Option<std::fs::File>,
+}
+
+impl ProbeLock {
+    /// The lock, or None while another process holds it. When the lock file cannot be
+    /// made or locked at all, the probes go on unlocked, as they did before the lock.
+    fn try_take(base: &Path) -> Option<ProbeLock> {
+        use rustix::fs::{flock, FlockOperation};
+        let open = || {
+            std::fs::create_dir_all(base)?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(base.join(".probing"))
+        };
+        let Ok(f) = open() else {
+            return Some(ProbeLock { _file: None });
+        };
+        match flock(&f, FlockOperation::NonBlockingLockExclusive) {
+            Err(rustix::io::Errno::WOULDBLOCK) => None,
+            _ => Some(ProbeLock { _file: Some(f) }),
         }
     }
 }

@@ -88,10 +88,32 @@ fn mount_options(at: &Path) -> Option<String> {
     })
 }
 
-#[test]
-fn a_store_on_another_disk_is_found_listed_protected_written_and_released() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Captures `source` into `store` as `name`, as the text UI's capture does.
+fn capture(
+    source: &Path,
+    store: &Path,
+    name: &str,
+) -> Result<imaging::CaptureReport, ops::OpsError> {
+    ops::capture(
+        &ops::CaptureRequest {
+            source: source.to_owned(),
+            store: store.to_owned(),
+            name: name.into(),
+            description: String::new(),
+            level: 3,
+            chunk_size: imaging::DEFAULT_CHUNK_SIZE,
+            force: false,
+            threads: 0,
+        },
+        &mut imaging::NullSink,
+    )
+}
+
+/// In `d`: a 4 MiB source disk file `source.img` captured as "golden" into a store in the
+/// "imprint" folder of a 64 MiB ext4 `stick.img` (label STICK), and a 32 MiB ext4
+/// `other.img` without a store. Returns the source's path and loop devices of the stick
+/// and the other.
+fn sticks(d: &Path) -> (PathBuf, Loop, Loop) {
     // A 4 MiB source disk captured into a store inside the filesystem's "imprint" folder.
     let src = d.join("source.img");
     std::fs::write(
@@ -102,23 +124,7 @@ fn a_store_on_another_disk_is_found_listed_protected_written_and_released() {
     )
     .unwrap();
     let content = d.join("content");
-    let capture = |name: &str, store: &Path| {
-        ops::capture(
-            &ops::CaptureRequest {
-                source: src.clone(),
-                store: store.to_owned(),
-                name: name.into(),
-                description: String::new(),
-                level: 3,
-                chunk_size: imaging::DEFAULT_CHUNK_SIZE,
-                force: false,
-                threads: 0,
-            },
-            &mut imaging::NullSink,
-        )
-        .unwrap()
-    };
-    capture("golden", &content.join("imprint"));
+    capture(&src, &content.join("imprint"), "golden").unwrap();
     let with_store = d.join("stick.img");
     let without = d.join("other.img");
     let path = |p: &Path| p.to_str().unwrap().to_string();
@@ -136,8 +142,14 @@ fn a_store_on_another_disk_is_found_listed_protected_written_and_released() {
         ],
     );
     run("mkfs.ext4", &["-q", "-F", &path(&without), "32M"]);
-    let stick = Loop::attach(&with_store);
-    let other = Loop::attach(&without);
+    (src, Loop::attach(&with_store), Loop::attach(&without))
+}
+
+#[test]
+fn a_store_on_another_disk_is_found_listed_protected_written_and_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (src, stick, other) = sticks(d);
     let target = d.join("target.img");
     std::fs::write(&target, vec![0u8; 8 << 20]).unwrap();
 
@@ -278,4 +290,50 @@ fn a_store_on_another_disk_is_found_listed_protected_written_and_released() {
     );
     drop(rt);
     run("e2fsck", &["-fn", &stick.0]);
+}
+
+#[test]
+fn probes_take_turns_with_the_other_console_and_wait_out_a_writer() {
+    use rustix::fs::{flock, FlockOperation, OFlags};
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (_, stick, other) = sticks(d);
+    let rows = vec![stick.disk(64 << 20), other.disk(32 << 20)];
+    let base = d.join("mnt");
+    let at = base.join(stick.0.trim_start_matches("/dev/"));
+    let mut ds = DiskStores::new(&base);
+
+    // The other console's TUI is probing (it holds the lock): nothing is mounted or
+    // remembered now, and the next look probes both.
+    std::fs::create_dir_all(&base).unwrap();
+    let other_tui = std::fs::File::create(base.join(".probing")).unwrap();
+    flock(&other_tui, FlockOperation::NonBlockingLockExclusive).unwrap();
+    assert_eq!(ds.sync(&rows, &[]), Vec::<String>::new());
+    assert!(ds.mounted.is_empty() && mount_options(&at).is_none());
+    drop(other_tui);
+
+    // A writer holds the stick exclusively, as a restore holds its target: the probe's
+    // mount fails with EBUSY, which is neither logged nor remembered.
+    let writer = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlags::EXCL.bits() as i32)
+        .open(&stick.0)
+        .unwrap();
+    let log = ds.sync(&rows, &[]);
+    assert!(log.is_empty(), "{log:?}");
+    assert!(ds.mounted.is_empty() && mount_options(&at).is_none());
+    drop(writer);
+    let log = ds.sync(&rows, &[]);
+    assert!(log.iter().any(|l| l.contains("store found on")), "{log:?}");
+    assert!(mount_options(&at).is_some());
+
+    // The disk without a store was probed and let go: nothing of it stays mounted, so
+    // a capture of it (started on the other console) reads it.
+    let other_at = base.join(other.0.trim_start_matches("/dev/"));
+    assert!(mount_options(&other_at).is_none() && !other_at.exists());
+    let r = capture(Path::new(&other.0), &d.join("store"), "other");
+    assert!(r.is_ok(), "{r:?}");
+    drop(ds);
+    assert!(mount_options(&at).is_none(), "unmounted when the TUI exits");
 }
