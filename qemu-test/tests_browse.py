@@ -258,7 +258,7 @@ def test_browse_fat32_exfat_ntfs_in_guest(ctx):
     problems = []
     fetched = {}
     try:
-        vm.wait_for(r'\{"type":"imprint-job"[^\n]*', 180)
+        vm.wait_for(r'\{"type":"imprint-job"[^\n]*\n', 180)  # the whole line
         job = vm.json_lines("imprint-job")[0]
         check(job["ok"] is True, f"capture failed: {job}")
         vm.wait_for(r"starting a shell|rescue shell", 20)
@@ -363,7 +363,7 @@ def test_tui_browser_copies_a_file_to_another_disk(ctx):
     args += disk_args(dest, "virtio", "DEST-DISK", "dst")
     vm = TuiVM("browse-tui", args)
     try:
-        vm.wait_for(r'\{"type":"imprint-job"[^\n]*', 180)
+        vm.wait_for(r'\{"type":"imprint-job"[^\n]*\n', 180)  # the whole line
         job = vm.json_lines("imprint-job")[0]
         check(job["ok"] is True, f"capture failed: {job}")
         vm.wait_screen(r"Home[\s\S]*multi", 60, "home with the captured image")
