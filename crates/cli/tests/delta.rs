@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{imprint, imprint_env, ok, p, text, Loop, Mounted, Rng, MIB};
+use common::{imprint, imprint_env, json_result as result, ok, p, text, Loop, Mounted, Rng, MIB};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -33,17 +33,6 @@ const DOC_FILES: usize = 4000;
 const RANDOM_FILES: usize = 24;
 
 // ---- running the binary ----
-
-/// The `result` line of a `--json` run.
-fn result(o: &Output) -> Value {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter(|v| v["type"] == "result")
-        .map(|v| v["data"].clone())
-        .next_back()
-        .unwrap_or_else(|| panic!("no result line: {}", text(o)))
-}
 
 fn num(v: &Value, key: &str) -> u64 {
     v[key]

@@ -472,12 +472,7 @@ fn nginx_stopped_mid_restore_fails_it_unbootable_and_a_rerun_resumes() {
         "rerun did not complete the disk"
     );
     // Chunks written before the stop were compared, not fetched again.
-    let result: serde_json::Value = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .rfind(|v| v["type"] == "result")
-        .map(|v| v["data"].clone())
-        .unwrap_or_else(|| panic!("no result line: {}", text(&o)));
+    let result = common::json_result(&o);
     assert_eq!(result["delta"], true, "{result}");
     assert!(
         result["unchanged_chunks"].as_u64().unwrap_or(0) > 0,

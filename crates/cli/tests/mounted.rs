@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{imprint, imprint_ok, p, text, tool_ok, Loop, Mounted, MIB};
+use common::{imprint, imprint_ok, json_result, ok, p, text, tool_ok, Loop, Mounted, MIB};
 use std::fs::File;
 
 const SIZE: u64 = 64 * MIB;
@@ -46,12 +46,7 @@ fn capture_refuses_a_writable_mount_and_reads_a_read_only_one() {
     assert_eq!(o.status.code(), Some(4), "{}", text(&o));
     drop(m);
 
-    let listed: serde_json::Value = imprint_ok(&["--json", "images", p(&store)])
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["type"] == "result")
-        .expect("a result line")["data"]
-        .clone();
+    let listed = json_result(&ok(imprint(&["--json", "images", p(&store)])));
     let names: Vec<&str> = listed["store"]["images"]
         .as_array()
         .unwrap()

@@ -78,6 +78,16 @@ pub fn tool(prog: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{prog} could not run ({e}); see .ci/apt-packages"))
 }
 
+/// The `data` of the `result` line of a `--json` run.
+pub fn json_result(o: &Output) -> serde_json::Value {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["type"] == "result")
+        .map(|v| v["data"].clone())
+        .unwrap_or_else(|| panic!("no result line: {}", text(o)))
+}
+
 /// Runs a tool that must succeed; returns its stdout.
 pub fn tool_ok(prog: &str, args: &[&str]) -> Vec<u8> {
     let o = tool(prog, args);
