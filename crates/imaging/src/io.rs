@@ -87,9 +87,12 @@ impl<'a> DirectFile<'a> {
 /// True when `buf`, `offset` and the length all sit on [`DIRECT_ALIGN`] boundaries.
 fn direct_aligned(buf: &[u8], offset: u64) -> bool {
     let a = DIRECT_ALIGN;
-    (buf.as_ptr() as usize).is_multiple_of(a)
-        && buf.len().is_multiple_of(a)
-        && offset.is_multiple_of(a as u64)
+    starts_aligned(buf) && buf.len().is_multiple_of(a) && offset.is_multiple_of(a as u64)
+}
+
+/// True when `buf`'s data starts on a [`DIRECT_ALIGN`] boundary.
+fn starts_aligned(buf: &[u8]) -> bool {
+    (buf.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN)
 }
 
 impl ReadAt for DirectFile<'_> {
@@ -342,7 +345,7 @@ impl IoBuf {
     /// This buffer, or a copy of it when its data does not start on a [`DIRECT_ALIGN`]
     /// boundary (after [`IoBuf::narrow`]), so that a [`DirectFile`] writes it directly.
     pub fn into_aligned(self) -> Self {
-        if (self.as_ptr() as usize).is_multiple_of(DIRECT_ALIGN) {
+        if starts_aligned(&self) {
             return self;
         }
         let mut b = Self::for_overwrite(self.len);
