@@ -378,6 +378,20 @@ pub fn extract(disk: &Path, offset: u64, len: u64, out: &Path) -> PathBuf {
 /// random boot code in the MBR's first 440 bytes (the gap up to 1 MiB stays random:
 /// it stands for a boot loader).
 pub fn make_disk(dir: &Path, name: &str, label: Label, size_mib: u64, specs: &[PartSpec]) -> Disk {
+    make_disk_sectored(dir, name, label, size_mib, specs, SECTOR)
+}
+
+/// [`make_disk`] for a disk with `sector`-byte logical sectors (4096: a 4Kn disk, whose
+/// partition table counts in 4 KiB units; FAT file systems on it get 4 KiB sectors too,
+/// as Linux mounts no smaller ones there).
+pub fn make_disk_sectored(
+    dir: &Path,
+    name: &str,
+    label: Label,
+    size_mib: u64,
+    specs: &[PartSpec],
+    sector: u64,
+) -> Disk {
     let path = dir.join(name);
     let size = size_mib * MIB;
     random_file(&path, size, 0xD15C ^ size_mib);
@@ -392,8 +406,8 @@ pub fn make_disk(dir: &Path, name: &str, label: Label, size_mib: u64, specs: &[P
         if s.logical && !extended_written {
             script.push_str(&format!(
                 "start={}, size={}, type=5\n",
-                at / SECTOR,
-                logicals * MIB / SECTOR
+                at / sector,
+                logicals * MIB / sector
             ));
             extended_written = true;
         }
@@ -402,31 +416,34 @@ pub fn make_disk(dir: &Path, name: &str, label: Label, size_mib: u64, specs: &[P
         }
         script.push_str(&format!(
             "start={}, size={}, type={}\n",
-            at / SECTOR,
-            s.mib * MIB / SECTOR,
+            at / sector,
+            s.mib * MIB / sector,
             s.fs.sfdisk_type(label == Label::Gpt)
         ));
         at += s.mib * MIB;
     }
+    // Debian 12's sfdisk has no --sector-size: it counts in the sectors of a loop device.
+    let dev = (sector != SECTOR).then(|| Loop::whole(&path, sector, false));
     let mut child = Command::new("sfdisk")
         .args(["--no-reread", "--no-tell-kernel", "-q"])
-        .arg(&path)
+        .arg(dev.as_ref().map_or(p(&path), |d| &d.0))
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .expect("sfdisk (package fdisk) must be installed");
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success(), "sfdisk failed:\n{script}");
+    drop(dev);
     let mut boot = vec![0u8; 440];
     Rng::new(440).fill(&mut boot);
     write_at(&path, 0, &boot);
 
-    let placed = sfdisk_partitions(&path);
+    let placed = sfdisk_partitions_sectored(&path, sector);
     let mut parts = Vec::new();
     for (spec, (index, start, len)) in specs.iter().zip(placed) {
         let img = dir.join(format!("{name}.p{index}"));
         random_file(&img, len, u64::from(index) * 7919 + size_mib);
-        let (exfat_clusters, swap_uuid) = make_fs(dir, &img, spec, index);
+        let (exfat_clusters, swap_uuid) = make_fs(dir, &img, spec, index, sector);
         copy_into(&img, &path, start);
         std::fs::remove_file(&img).unwrap();
         parts.push(Built {
@@ -451,14 +468,20 @@ pub fn make_disk(dir: &Path, name: &str, label: Label, size_mib: u64, specs: &[P
 pub fn make_superfloppy(dir: &Path, b: &Built) -> PathBuf {
     let path = dir.join("superfloppy.img");
     random_file(&path, b.size, 0x5F10);
-    make_fs(dir, &path, &b.spec, b.index);
+    make_fs(dir, &path, &b.spec, b.index, SECTOR);
     path
 }
 
 /// `(index, start, size)` in bytes of each data partition, as sfdisk reads the table.
 pub fn sfdisk_partitions(disk: &Path) -> Vec<(u32, u64, u64)> {
-    let j: serde_json::Value =
-        serde_json::from_slice(&tool_ok("sfdisk", &["-J", p(disk)])).unwrap();
+    sfdisk_partitions_sectored(disk, SECTOR)
+}
+
+/// [`sfdisk_partitions`] of a disk with `sector`-byte logical sectors.
+pub fn sfdisk_partitions_sectored(disk: &Path, sector: u64) -> Vec<(u32, u64, u64)> {
+    let dev = (sector != SECTOR).then(|| Loop::whole(disk, sector, true));
+    let node = dev.as_ref().map_or(p(disk), |d| &d.0);
+    let j: serde_json::Value = serde_json::from_slice(&tool_ok("sfdisk", &["-J", node])).unwrap();
     let mut v = Vec::new();
     for q in j["partitiontable"]["partitions"].as_array().unwrap() {
         let node = q["node"].as_str().unwrap();
@@ -473,8 +496,8 @@ pub fn sfdisk_partitions(disk: &Path) -> Vec<(u32, u64, u64)> {
         }
         v.push((
             index,
-            q["start"].as_u64().unwrap() * SECTOR,
-            q["size"].as_u64().unwrap() * SECTOR,
+            q["start"].as_u64().unwrap() * sector,
+            q["size"].as_u64().unwrap() * sector,
         ));
     }
     v
@@ -491,6 +514,7 @@ fn make_fs(
     img: &Path,
     spec: &PartSpec,
     index: u32,
+    sector: u64,
 ) -> (Vec<(Vec<u64>, u64)>, Option<String>) {
     let i = p(img);
     let files = &spec.files;
@@ -521,7 +545,14 @@ fn make_fs(
             std::fs::remove_dir_all(&tree).unwrap();
         }
         Fs::Vfat(bits) => {
-            tool_ok("mkfs.vfat", &["-F", &bits.to_string(), "-n", spec.label, i]);
+            let (bits, ss) = (bits.to_string(), sector.to_string());
+            let mut args = vec!["-F", &bits, "-S", &ss, "-n", spec.label];
+            if sector != SECTOR {
+                // One sector a cluster: enough clusters for FAT16 on a small partition.
+                args.extend(["-s", "1"]);
+            }
+            args.push(i);
+            tool_ok("mkfs.vfat", &args);
             for f in files {
                 let mut prefix = String::new();
                 let parts: Vec<&str> = f.path.split('/').collect();
@@ -711,6 +742,19 @@ impl Loop {
     pub fn attach(file: &Path, offset: u64, size: u64, read_only: bool) -> Loop {
         let (o, s) = (offset.to_string(), size.to_string());
         let mut args = vec!["-f", "--show", "-o", &o, "--sizelimit", &s];
+        if read_only {
+            args.push("-r");
+        }
+        args.push(p(file));
+        let out = tool_ok("losetup", &args);
+        Loop(String::from_utf8_lossy(&out).trim().to_string())
+    }
+
+    /// A loop device over the whole of `file` with `sector`-byte logical sectors, which
+    /// it reports (`BLKSSZGET`) as a disk with such sectors does.
+    pub fn whole(file: &Path, sector: u64, read_only: bool) -> Loop {
+        let ss = sector.to_string();
+        let mut args = vec!["-f", "--show", "--sector-size", &ss];
         if read_only {
             args.push("-r");
         }

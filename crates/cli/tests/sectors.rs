@@ -1,0 +1,122 @@
+//! Disks with 4096-byte logical sectors ("4Kn": many NVMe drives, and USB bridges that
+//! present 4 KiB sectors) end to end through the `imprint` binary, on loop devices made
+//! with `losetup --sector-size 4096`, which the kernel reports through `BLKSSZGET` as a
+//! real 4Kn disk does. Partition tables count in sectors, so a 4Kn disk's table read or
+//! written in 512-byte units would point every partition at the wrong place: the capture
+//! must record 4096, the restore must place the backup GPT in 4 KiB units on a larger
+//! disk, and a disk with 512-byte sectors must be refused before anything is written.
+//!
+//! Needs root (loop devices), sfdisk, sgdisk, mkfs.vfat, mkfs.ext4 and the checkers;
+//! every loop device is detached by name in a `Drop` guard.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const SECTOR_4K: u64 = 4096;
+
+fn empty_file(path: &Path, size: u64) {
+    std::fs::File::create(path).unwrap().set_len(size).unwrap();
+}
+
+#[test]
+fn a_4kn_disk_restores_onto_a_larger_4kn_disk_and_is_refused_by_a_512_byte_one() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut r = Rng::new(4096);
+    let specs = vec![
+        // FAT32 needs 65525 clusters (256 MiB at 4 KiB sectors): FAT16 keeps the test small.
+        part(
+            Fs::Vfat(16),
+            24,
+            "ESP4K",
+            vec![
+                file("EFI/BOOT/BOOTX64.EFI", r.bytes(700_000)),
+                file("EFI/debian/grub.cfg", r.text(3_000)),
+            ],
+        ),
+        part(
+            Fs::Ext("ext4"),
+            40,
+            "root4k",
+            vec![
+                file("etc/hostname", r.text(20)),
+                file("usr/lib/big.bin", r.bytes(5 << 20)),
+                file("home/notes.txt", r.text(900_000)),
+            ],
+        ),
+        part(Fs::Raw, 4, "", Vec::new()),
+    ];
+    let disk = make_disk_sectored(dir, "4kn.img", Label::Gpt, 80, &specs, SECTOR_4K);
+    let store = dir.join("store");
+
+    // Capture through a 4Kn device: the image records the sector size and the table in
+    // 4 KiB sectors.
+    {
+        let src = Loop::whole(&disk.path, SECTOR_4K, true);
+        imprint_ok(&["capture", &src.0, p(&store), "--name", "4kn"]);
+    }
+    let info = imprint_ok(&["info", p(&store), "4kn"]);
+    assert!(info.contains("sectors 4096/"), "{info}");
+    assert!(info.contains("sector size 4096 bytes"), "{info}");
+
+    // Onto a 512-byte-sector disk: refused before the first write, the disk untouched.
+    let small = dir.join("512.img");
+    empty_file(&small, 128 * MIB);
+    {
+        let dev = Loop::whole(&small, 512, false);
+        let o = imprint(&["restore", p(&store), "4kn", &dev.0, "--yes"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(4), "{out}");
+        assert!(
+            out.contains("its logical sector size is 512 bytes")
+                && out.contains("4096-byte sectors"),
+            "{out}"
+        );
+    }
+    assert!(
+        read_range(&small, 0, 128 * MIB).iter().all(|&b| b == 0),
+        "the refused 512-byte disk was written to"
+    );
+
+    // Onto a larger 4Kn disk: the backup GPT moves to its last 4 KiB sectors.
+    let big = dir.join("big4kn.img");
+    empty_file(&big, 128 * MIB);
+    {
+        let dev = Loop::whole(&big, SECTOR_4K, false);
+        imprint_ok(&["restore", p(&store), "4kn", &dev.0, "--yes"]);
+        let v = tool("sgdisk", &["-v", &dev.0]);
+        let v_out = String::from_utf8_lossy(&v.stdout);
+        assert!(
+            v.status.success() && v_out.contains("No problems found"),
+            "sgdisk -v of the restored 4Kn disk:\n{v_out}"
+        );
+        imprint_ok(&["verify", p(&store), "4kn", "--against", &dev.0]);
+    }
+    assert_eq!(
+        sfdisk_partitions_sectored(&big, SECTOR_4K),
+        sfdisk_partitions_sectored(&disk.path, SECTOR_4K),
+        "the partitions of the restored 4Kn disk"
+    );
+    // The backup GPT header: the last 4 KiB sector, "EFI PART", pointing back at LBA 1.
+    let backup = read_range(&big, 128 * MIB - SECTOR_4K, SECTOR_4K);
+    assert_eq!(
+        &backup[..8],
+        b"EFI PART",
+        "no backup GPT header in the last 4 KiB sector"
+    );
+    let alternate = u64::from_le_bytes(backup[32..40].try_into().unwrap());
+    assert_eq!(alternate, 1, "the backup header's alternate LBA");
+    for b in &disk.parts {
+        let what = format!("4Kn partition {}", b.index);
+        let img = check_partition(&big, b, b.start, b.size, dir, &what);
+        if b.spec.fs == Fs::Raw {
+            assert!(
+                read_range(&img, 0, b.size) == read_range(&disk.path, b.start, b.size),
+                "{what}: the unformatted partition is not byte-identical"
+            );
+        }
+        std::fs::remove_file(img).unwrap();
+    }
+}
