@@ -5,6 +5,7 @@
 # Needs root (loop-mounts the ext4 partition it made to change files).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. qemu-test/bench/lib.sh
 cargo build --release -q -p cli
 B=$PWD/target/release/imprint
 W=$(mktemp -d /var/tmp/imprint-chunkbench.XXXXXX)
@@ -17,7 +18,7 @@ truncate -s 1G "$W/v1.img"
 sgdisk -n 1:2048:+16M -t 1:ef00 -n 2:0:0 -t 2:8300 "$W/v1.img" >/dev/null
 mkdir -p "$W/root"
 cp -a /usr/share/doc /usr/share/locale /usr/bin "$W/root/" 2>/dev/null || true
-head -c 64M /dev/urandom > "$W/root/incompressible.bin"
+prng root $((64 << 20)) > "$W/root/incompressible.bin"
 start=$(( (2048 + 16*2048) * 512 ))
 size=$(( $(stat -c %s "$W/v1.img") - start - 34*512 ))
 truncate -s "$size" "$W/p2.img"
@@ -34,7 +35,7 @@ find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' > "$W/changed"
 n=0
 while read -r f; do
   case $((n % 3)) in
-    0) head -c 4096 /dev/urandom >> "$f" ;;
+    0) prng "v2-$n" 4096 >> "$f" ;;
     1) rm -f "$f" ;;
     2) cp "$f" "$f.new" ;;
   esac

@@ -20,6 +20,7 @@
 set -euo pipefail
 ROUNDS=${1:-3}
 cd "$(dirname "$0")/../.."
+. qemu-test/bench/lib.sh
 command -v casync >/dev/null || { echo "casync is missing: apt-get install casync" >&2; exit 2; }
 cargo build --release -q -p cli
 W=$(mktemp -d /var/tmp/imprint-deltabench.XXXXXX)
@@ -41,7 +42,7 @@ size=$(( $(stat -c %s "$W/v1.img") - 2 * 1048576 ))
 sgdisk -n 1:2048:$(( (start + size) / 512 - 1 )) -t 1:8300 "$W/v1.img" >/dev/null
 mkdir -p "$W/root"
 cp -a /usr/share/doc /usr/share/locale /usr/bin "$W/root/" 2>/dev/null || true
-head -c 64M /dev/urandom > "$W/root/incompressible.bin"
+prng root $((64 << 20)) > "$W/root/incompressible.bin"
 mkfs.ext4 -q -F -b 4096 -E offset=$start -d "$W/root" "$W/v1.img" $((size / 4096))
 rm -rf "$W/root"
 
@@ -55,14 +56,14 @@ find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' > "$W/changed"
 n=0
 while read -r f; do
   case $((n % 3)) in
-    0) head -c 4096 /dev/urandom >> "$f" ;;
+    0) prng "v2-$n" 4096 >> "$f" ;;
     1) rm -f "$f" ;;
     2) cp "$f" "$f.new" ;;
   esac
   n=$((n + 1))
 done < "$W/changed"
 # One large file changed in place in its middle.
-dd if=/dev/urandom of="$W/mnt/incompressible.bin" bs=1M seek=20 count=2 conv=notrunc status=none
+prng middle $((2 << 20)) | dd of="$W/mnt/incompressible.bin" bs=1M seek=20 count=2 iflag=fullblock conv=notrunc status=none
 umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""
 echo "v2: changed $n of $total files (1/3 appended to, 1/3 deleted, 1/3 copied) + 2 MiB inside a 64 MiB file"
 

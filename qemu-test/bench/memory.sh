@@ -9,6 +9,7 @@
 #   qemu-test/bench/memory.sh [SIZE_GIB ...]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. qemu-test/bench/lib.sh
 SIZES=("$@"); [ ${#SIZES[@]} -gt 0 ] || SIZES=(4 16)
 for t in sgdisk mkfs.ext4 /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "memory: $t is missing (apt-get install gdisk e2fsprogs time)" >&2; exit 1; }
@@ -18,7 +19,7 @@ B=$PWD/target/release/imprint
 W=$(mktemp -d /var/tmp/imprint-memory.XXXXXX)
 trap 'rm -rf "$W"' EXIT
 mkdir -p "$W/files"
-head -c 200M /dev/urandom > "$W/files/random.bin"
+prng random $((200 << 20)) > "$W/files/random.bin"
 # One name per inode: Mesa's DRI drivers are a dozen hard links to one 20 MB file, which
 # tar stores once (counting each link had left 64 MiB of files instead of 400).
 find /usr/lib/x86_64-linux-gnu /usr/share/doc -xdev -type f -printf '%i %s %p\n' 2>/dev/null \

@@ -6,17 +6,21 @@
 # packages partclone, zstd, casync, time (GNU time), gdisk, dosfstools, mtools, e2fsprogs.
 #
 #   qemu-test/bench/speed.sh [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT] [--dir DIR]
+#                            [--generate-only]
 #
 # --bin runs a given imprint binary instead of building target/release/imprint.
 # --dir keeps the generated disks in DIR (not removed at the end) and reuses them when DIR
-# already holds them, so repeated runs skip the minutes of generation.
+# already holds them, so repeated runs skip the minutes of generation. --generate-only
+# (with --dir) makes the disks and stops.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. qemu-test/bench/lib.sh
 SIZE_GIB=4
 ROUNDS=3
 JSON_OUT=qemu-test/out/speed.json
 B=
 KEEP=
+GEN_ONLY=
 while [ $# -gt 0 ]; do
   case $1 in
     --size-gib) SIZE_GIB=$2; shift 2 ;;
@@ -24,13 +28,15 @@ while [ $# -gt 0 ]; do
     --json) JSON_OUT=$2; shift 2 ;;
     --bin) B=$(realpath "$2"); shift 2 ;;
     --dir) KEEP=$2; shift 2 ;;
-    *) echo "usage: $0 [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT] [--dir DIR]" >&2; exit 2 ;;
+    --generate-only) GEN_ONLY=1; shift ;;
+    *) echo "usage: $0 [--size-gib N] [--rounds N] [--json FILE] [--bin IMPRINT] [--dir DIR] [--generate-only]" >&2; exit 2 ;;
   esac
 done
+[ -z "$GEN_ONLY" ] || [ -n "$KEEP" ] || { echo "speed: --generate-only needs --dir (where to keep the disks)" >&2; exit 2; }
 for t in partclone.extfs partclone.vfat zstd casync /usr/bin/time sgdisk mkfs.vfat mcopy mkfs.ext4 mkswap bc; do
   command -v "$t" >/dev/null || { echo "speed: $t is missing (apt-get install partclone zstd casync time gdisk dosfstools mtools e2fsprogs bc)" >&2; exit 1; }
 done
-if [ -z "$B" ]; then
+if [ -z "$B" ] && [ -z "$GEN_ONLY" ]; then
   cargo build --release -q -p cli
   B=$PWD/target/release/imprint
 fi
@@ -52,7 +58,11 @@ MIB=1048576
 
 # ---- the disk: GPT; 256 MiB FAT32 ESP with ~100 MB of files; ext4 root with ~1.5 GB of
 # real files (system directories + incompressible data); 512 MiB swap; 256 MiB unformatted
-# partition of random data; free space everywhere full of stale random data.
+# partition of random data; free space everywhere full of stale random data. Reproducible:
+# the same bytes from run to run on the same machine (the random data is seeded, the GUIDs,
+# UUIDs and tools' timestamps fixed; the real files are this machine's, chosen in sorted
+# order), except the file systems' timestamps that come from the clock (the root's inode
+# change times, version 2's changes), a few bytes that do not change what is measured.
 DISK=$W/v1.img
 part_off() { sgdisk -i "$1" "$DISK" | awk '/First sector/ {printf "%.0f\n", $3 * 512}'; }
 part_len() { sgdisk -i "$1" "$DISK" | awk '/Partition size/ {printf "%.0f\n", $3 * 512}'; }
@@ -62,41 +72,44 @@ if [ -f "$W/generated-${SIZE_GIB}g" ]; then
 else
 echo "speed: generating a ${SIZE_GIB} GiB disk in $W"
 rm -f "$W"/generated-*
-head -c $((SIZE_GIB * 1024))M /dev/urandom > "$DISK"   # stale data everywhere
+prng stale $((SIZE_GIB * 1024 * MIB)) > "$DISK"   # stale data everywhere
 ESP_MB=256; SWAP_MB=512; RAW_MB=256
 ROOT_MB=$((SIZE_GIB * 1024 - ESP_MB - SWAP_MB - RAW_MB - 4))
 sgdisk -n 1:2048:+${ESP_MB}M -t 1:ef00 -n 2:0:+${ROOT_MB}M -t 2:8300 \
-       -n 3:0:+${SWAP_MB}M -t 3:8200 -n 4:0:+${RAW_MB}M -t 4:8300 "$DISK" >/dev/null
+       -n 3:0:+${SWAP_MB}M -t 3:8200 -n 4:0:+${RAW_MB}M -t 4:8300 -U "$BENCH_UUID" \
+       -u "1:${BENCH_UUID%?}1" -u "2:${BENCH_UUID%?}2" -u "3:${BENCH_UUID%?}3" -u "4:${BENCH_UUID%?}4" \
+       "$DISK" >/dev/null
 P1=$(part_off 1); P2=$(part_off 2); P3=$(part_off 3)
 L1=$(part_len 1); L2=$(part_len 2); L3=$(part_len 3)
 # ESP: mkfs over stale data inside the disk file (mkfs.vfat -C wants a new file, so build it
 # in a separate file that starts as the stale bytes).
 dd if="$DISK" of="$W/p1" bs=1M skip=$((P1 / MIB)) count=$((L1 / MIB)) status=none
-mkfs.vfat -F 32 -n ESP "$W/p1" >/dev/null
+mkfs.vfat -F 32 -n ESP --invariant "$W/p1" >/dev/null
 mkdir -p "$W/esp/EFI" "$W/esp/docs"
 # ~60 MB of real files in a few hundred of the larger ones (mtools is slow per file).
 find /usr/lib/x86_64-linux-gnu /usr/share -xdev -type f -size +100k -printf '%s %p\n' 2>/dev/null \
   | sort -k2 | awk -v max=$((60 * MIB)) '{ s += $1; if (s > max) exit; sub(/^[0-9]+ /, ""); print }' \
   | while read -r f; do cp "$f" "$W/esp/docs/$(echo "$f" | tr / _)"; done || true  # awk's early exit: SIGPIPE upstream
-head -c 40M /dev/urandom > "$W/esp/EFI/random.bin"
-mcopy -s -i "$W/p1" "$W/esp/EFI" "$W/esp/docs" :: 2>/dev/null
+prng esp $((40 * MIB)) > "$W/esp/EFI/random.bin"
+mcopy -s -m -i "$W/p1" "$W/esp/EFI" "$W/esp/docs" :: 2>/dev/null
 rm -rf "$W/esp"
 dd if="$W/p1" of="$DISK" bs=1M seek=$((P1 / MIB)) conv=notrunc status=none; rm -f "$W/p1"
 # Root: real files + incompressible data, made with mkfs.ext4 -d over stale data.
 mkdir -p "$W/root"
 RANDOM_MB=$(( ROOT_MB / 5 > 300 ? 300 : ROOT_MB / 5 ))
 FILES_MB=$(( ROOT_MB * 7 / 10 - RANDOM_MB ))
-head -c ${RANDOM_MB}M /dev/urandom > "$W/root/incompressible.bin"
+prng root $((RANDOM_MB * MIB)) > "$W/root/incompressible.bin"
 # Real files, up to the budget, from system directories (sorted, so runs are reproducible
-# on the same machine).
-find /usr/lib/x86_64-linux-gnu /usr/share/doc /usr/share/locale /usr/bin -xdev -type f -printf '%s %p\n' 2>/dev/null \
-  | sort -k2 | awk -v max=$((FILES_MB * MIB)) '{ s += $1; if (s > max) exit; sub(/^[0-9]+ /, ""); print }' > "$W/files.list" || true
+# on the same machine). One name per inode: tar stores hard links once, so counting each
+# name (Mesa's drivers are a dozen links to one file) would fill less than the budget.
+find /usr/lib/x86_64-linux-gnu /usr/share/doc /usr/share/locale /usr/bin -xdev -type f -printf '%i %s %p\n' 2>/dev/null \
+  | sort -k3 | awk -v max=$((FILES_MB * MIB)) '!seen[$1]++ { s += $2; if (s > max) exit; sub(/^[0-9]+ [0-9]+ /, ""); print }' > "$W/files.list" || true
 tar -cf - -T "$W/files.list" 2>/dev/null | tar -xf - -C "$W/root"
 dd if="$DISK" of="$W/p2" bs=1M skip=$((P2 / MIB)) count=$((L2 / MIB)) status=none
-mkfs.ext4 -q -F -L root -d "$W/root" "$W/p2"
+mkfs.ext4 -q -F -L root -U "$BENCH_UUID" -E hash_seed="$BENCH_UUID" -d "$W/root" "$W/p2"
 dd if="$W/p2" of="$DISK" bs=1M seek=$((P2 / MIB)) conv=notrunc status=none; rm -f "$W/p2"
 dd if="$DISK" of="$W/p3" bs=1M skip=$((P3 / MIB)) count=$((L3 / MIB)) status=none
-mkswap -L swap "$W/p3" >/dev/null
+mkswap -L swap -U "$BENCH_UUID" "$W/p3" >/dev/null
 dd if="$W/p3" of="$DISK" bs=1M seek=$((P3 / MIB)) conv=notrunc status=none; rm -f "$W/p3"
 rm -rf "$W/root"
 
@@ -108,7 +121,7 @@ mount "$LOOP" "$W/mnt"
 n=0
 find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' | while read -r f; do
   case $((n % 3)) in
-    0) head -c 8192 /dev/urandom >> "$f" ;;
+    0) prng "v2-$n" 8192 >> "$f" ;;
     1) rm -f "$f" ;;
     2) cp "$f" "$f.new" ;;
   esac
@@ -117,6 +130,7 @@ done
 umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""
 [ -z "$KEEP" ] || touch "$W/generated-${SIZE_GIB}g"
 fi
+[ -z "$GEN_ONLY" ] || exit 0
 
 # ---- the runs
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
