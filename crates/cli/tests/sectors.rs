@@ -120,3 +120,77 @@ fn a_4kn_disk_restores_onto_a_larger_4kn_disk_and_is_refused_by_a_512_byte_one()
         std::fs::remove_file(img).unwrap();
     }
 }
+
+/// A disk whose GPT was written with 512-byte sectors, read through a USB adapter that
+/// presents 4 KiB ones: its table is read with the sectors it counts, the capture says so,
+/// and the image (recording 512) restores onto a 512-byte disk and not onto a 4Kn one.
+#[test]
+fn a_512_byte_table_read_through_a_4096_byte_adapter_is_captured_as_the_disk_it_is() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut r = Rng::new(512);
+    let specs = vec![
+        part(
+            Fs::Vfat(32),
+            40,
+            "ESP",
+            vec![file("EFI/BOOT/BOOTX64.EFI", r.bytes(400_000))],
+        ),
+        part(
+            Fs::Ext("ext4"),
+            24,
+            "root",
+            vec![
+                file("etc/fstab", r.text(300)),
+                file("srv/data.bin", r.bytes(3 << 20)),
+            ],
+        ),
+    ];
+    let disk = make_disk(dir, "512.img", Label::Gpt, 72, &specs);
+    let store = dir.join("store");
+    let out = {
+        let src = Loop::whole(&disk.path, SECTOR_4K, true);
+        text(&ok(imprint(&[
+            "capture",
+            &src.0,
+            p(&store),
+            "--name",
+            "bridged",
+        ])))
+    };
+    assert!(
+        out.contains("the GPT counts 512-byte sectors but the device reports 4096-byte ones"),
+        "{out}"
+    );
+    let info = imprint_ok(&["info", p(&store), "bridged"]);
+    assert!(info.contains("sectors 512/"), "{info}");
+    for b in &disk.parts {
+        let name = b.spec.fs.name();
+        assert!(info.contains(name), "no {name} partition in\n{info}");
+    }
+
+    // Through a 4 KiB adapter again: refused, untouched.
+    let bridged = dir.join("bridged-target.img");
+    empty_file(&bridged, 72 * MIB);
+    {
+        let dev = Loop::whole(&bridged, SECTOR_4K, false);
+        let o = imprint(&["restore", p(&store), "bridged", &dev.0, "--yes"]);
+        assert_eq!(o.status.code(), Some(4), "{}", text(&o));
+    }
+    assert!(read_range(&bridged, 0, 72 * MIB).iter().all(|&b| b == 0));
+
+    // Connected directly (512-byte sectors): the disk as it was.
+    let direct = dir.join("direct-target.img");
+    empty_file(&direct, 72 * MIB);
+    {
+        let dev = Loop::whole(&direct, 512, false);
+        imprint_ok(&["restore", p(&store), "bridged", &dev.0, "--yes"]);
+    }
+    assert_gpt_valid(&direct);
+    assert_eq!(sfdisk_partitions(&direct), sfdisk_partitions(&disk.path));
+    for b in &disk.parts {
+        let what = format!("partition {} restored from the adapter's image", b.index);
+        let img = check_partition(&direct, b, b.start, b.size, dir, &what);
+        std::fs::remove_file(img).unwrap();
+    }
+}

@@ -427,7 +427,12 @@ pub fn read_table<D: Read + Seek + ?Sized>(
     let protective = mbr_valid && slots.iter().any(|s| s.kind == 0xee);
     let lba1 = rd(dev, ss, 8)?;
     if protective || lba1 == b"EFI PART" {
-        let mut table = read_gpt(dev, disk_size, sector_size)?;
+        let mut table = match read_gpt(dev, disk_size, sector_size) {
+            Err(e @ TableError::NoValidGpt { .. }) => {
+                gpt_of_other_sector_size(dev, disk_size, sector_size)?.ok_or(e)?
+            }
+            r => r?,
+        };
         if protective {
             table.hybrid_mbr = slots.iter().any(|s| s.kind != 0xee && s.kind != 0);
         } else {
@@ -444,6 +449,37 @@ pub fn read_table<D: Read + Seek + ?Sized>(
     let table = read_mbr(dev, &mbr, disk_size, sector_size)?;
     check_layout(&table, disk_size)?;
     Ok(table)
+}
+
+/// A GPT written for the other common sector size (512 or 4096 bytes) than the one
+/// `sector_size` the device reports, read with its own, with a warning first among the
+/// table's. That is a disk moved between a USB enclosure or adapter that presents 4 KiB
+/// sectors and a direct connection with 512-byte ones (or back): its table still counts
+/// the sectors it was written with, and every partition is where that size puts it.
+/// None when there is no valid GPT at the other size either.
+fn gpt_of_other_sector_size<D: Read + Seek + ?Sized>(
+    dev: &mut D,
+    disk_size: u64,
+    sector_size: u32,
+) -> Result<Option<PartitionTable>, TableError> {
+    for alt in [512u32, 4096] {
+        let a = u64::from(alt);
+        if alt == sector_size || disk_size < 2 * a || rd(dev, a, 8)? != b"EFI PART" {
+            continue;
+        }
+        if let Ok(mut t) = read_gpt(dev, disk_size, alt) {
+            t.warnings.insert(
+                0,
+                format!(
+                    "the GPT counts {alt}-byte sectors but the device reports {sector_size}-byte \
+                     ones (a USB enclosure or adapter that changes the sector size?): it is \
+                     read with {alt}-byte sectors, and restores onto a disk that has them"
+                ),
+            );
+            return Ok(Some(t));
+        }
+    }
+    Ok(None)
 }
 
 fn read_mbr<D: Read + Seek + ?Sized>(
@@ -1212,8 +1248,38 @@ mod tests {
         let mut d = gpt_disk(64 * MIB, gpt::disk::LogicalBlockSize::Lb4096);
         let t = read_table(&mut d, 64 * MIB, 4096).unwrap();
         check_gpt_disk(&t, 4096);
-        // Read with the wrong sector size, there is no header at LBA 1.
-        assert!(read_table(&mut d, 64 * MIB, 512).is_err());
+    }
+
+    #[test]
+    fn a_gpt_of_the_other_sector_size_is_read_with_its_own_and_said() {
+        // A 4 KiB-sector table on a device that reports 512 (a disk taken out of a
+        // 4 KiB USB enclosure), and a 512-byte one on a device that reports 4096.
+        for (written, reported) in [(4096u32, 512u32), (512, 4096)] {
+            let lb = if written == 4096 {
+                gpt::disk::LogicalBlockSize::Lb4096
+            } else {
+                gpt::disk::LogicalBlockSize::Lb512
+            };
+            let mut d = gpt_disk(64 * MIB, lb);
+            let mut t = read_table(&mut d, 64 * MIB, reported).unwrap();
+            let w = t.warnings.remove(0);
+            assert!(
+                w.contains(&format!("counts {written}-byte sectors"))
+                    && w.contains(&format!("reports {reported}-byte")),
+                "{w}"
+            );
+            check_gpt_disk(&t, written);
+            assert_eq!(t.partitions[0].start, MIB);
+        }
+        // With no GPT at either size, the device's own size's error stands.
+        let mut d = gpt_disk(64 * MIB, gpt::disk::LogicalBlockSize::Lb4096);
+        d.get_mut()[4096..4104].copy_from_slice(b"NOT PART");
+        let size = d.get_ref().len();
+        d.get_mut()[size - 4096..size - 4088].copy_from_slice(b"NOT PART");
+        assert!(matches!(
+            read_table(&mut d, 64 * MIB, 512),
+            Err(TableError::NoValidGpt { .. })
+        ));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub fn capture(req: &CaptureRequest, sink: &mut dyn Sink) -> Result<CaptureRepor
     let (src, size, lss, pss) = open_source(&req.source)?;
     let (model, serial) = check_source(req, sink)?;
     let layout = layout::plan(src.file(), size, lss, sink);
+    // The disk's sectors are what its table counts in, whatever an adapter reports.
+    let lss = layout.table_sector_size.unwrap_or(lss);
     let store = Store::open_writable(&req.store, req.chunk_size)?;
     let mut writer = store.writer()?;
     let opts = CaptureOptions {

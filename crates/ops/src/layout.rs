@@ -40,6 +40,10 @@ pub struct Layout {
     pub extents: Vec<Extent>,
     pub table: Option<serde_json::Value>,
     pub partitions: Vec<serde_json::Value>,
+    /// The sector size the partition table counts in, when it is not the device's (a
+    /// table written for 512-byte sectors read through a 4 KiB USB adapter): the disk's
+    /// own, which the image records (`disks::table::read_table`).
+    pub table_sector_size: Option<u32>,
 }
 
 /// Plans the capture of a disk of `size` bytes with `sector_size`-byte logical sectors.
@@ -84,6 +88,7 @@ pub fn plan(disk: &File, size: u64, sector_size: u32, sink: &mut dyn Sink) -> La
         extents,
         table: serde_json::to_value(&table).ok(),
         partitions,
+        table_sector_size: (table.sector_size != sector_size).then_some(table.sector_size),
     }
 }
 
