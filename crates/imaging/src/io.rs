@@ -109,18 +109,25 @@ impl ReadAt for DirectFile<'_> {
     }
 }
 
-impl WriteAt for DirectFile<'_> {
-    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+impl DirectFile<'_> {
+    /// [`WriteAt::write_all_at`], saying which descriptor wrote: true for the direct one.
+    fn write_all_at_saying(&self, buf: &[u8], offset: u64) -> io::Result<bool> {
         if let Some(d) = &self.direct {
             if direct_aligned(buf, offset) {
                 match FileExt::write_all_at(d, buf, offset) {
                     // Refused, or opened read-only (EBADF): the plain descriptor writes it.
                     Err(e) if matches!(e.raw_os_error(), Some(EINVAL | EBADF)) => {}
-                    r => return r,
+                    r => return r.map(|()| true),
                 }
             }
         }
-        FileExt::write_all_at(self.plain, buf, offset)
+        FileExt::write_all_at(self.plain, buf, offset).map(|()| false)
+    }
+}
+
+impl WriteAt for DirectFile<'_> {
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        self.write_all_at_saying(buf, offset).map(drop)
     }
     fn sync(&self) -> io::Result<()> {
         self.plain.sync_all()
@@ -186,12 +193,17 @@ impl Appender {
             plain: &self.plain,
             direct: self.direct.take(),
         };
-        let r = f.write_all_at(&self.buf[..self.fill], self.on_disk);
+        let r = f.write_all_at_saying(&self.buf[..self.fill], self.on_disk);
         self.direct = f.direct;
-        if r.is_err() {
-            self.failed = true;
+        match r {
+            Err(e) => {
+                self.failed = true;
+                return Err(e);
+            }
+            // Refused, or unaligned after a sync's tail: the rest goes plain too.
+            Ok(false) => self.direct = None,
+            Ok(true) => {}
         }
-        r?;
         self.on_disk += self.fill as u64;
         self.fill = 0;
         Ok(())
@@ -201,6 +213,19 @@ impl Appender {
     pub fn sync(&mut self) -> io::Result<()> {
         self.write_out()?;
         self.plain.sync_all()
+    }
+
+    /// True while full buffers go to the file as direct writes, so none of it stays in
+    /// the page cache (a file system that falls back to a buffered write for a direct
+    /// one, as vfat and exFAT do when a file grows, writes it out and drops it at once).
+    /// The first write the direct descriptor does not take ends it.
+    pub fn is_direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// Closes the file without writing what is buffered: for a file about to be deleted.
+    pub fn abandon(mut self) {
+        self.failed = true;
     }
 
     /// Bytes written to the file so far (the rest waits in the buffer).
@@ -593,9 +618,12 @@ mod tests {
                 }
                 assert!(a.on_disk().is_multiple_of(DIRECT_ALIGN as u64));
                 assert!(a.on_disk() < want.len() as u64);
+                assert_eq!(a.is_direct(), direct);
                 if sync {
                     a.sync().unwrap();
                     assert_eq!(a.on_disk(), want.len() as u64);
+                    // The tail went plain, and so does all that follows it.
+                    assert!(!a.is_direct());
                     // More after a sync (unaligned from here on) still lands in order.
                     a.write_all(&[0xab; 9000]).unwrap();
                     want.extend_from_slice(&[0xab; 9000]);
@@ -609,6 +637,37 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn appender_goes_plain_for_good_once_the_direct_descriptor_refuses_a_write() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("pack");
+        let file = File::create(&path).unwrap();
+        // Opened read-only: every direct write is refused (EBADF), as a file system may.
+        let refusing = direct_twin(&file, false).expect("direct I/O on /var/tmp");
+        let mut a = Appender::with_direct(file, DIRECT_ALIGN, Some(refusing));
+        assert!(a.is_direct());
+        a.write_all(&[7; DIRECT_ALIGN + 10]).unwrap();
+        assert!(
+            !a.is_direct(),
+            "a refused direct write must end direct writes"
+        );
+        a.write_all(&[8; DIRECT_ALIGN]).unwrap();
+        a.sync().unwrap();
+        let mut want = vec![7; DIRECT_ALIGN + 10];
+        want.extend_from_slice(&[8; DIRECT_ALIGN]);
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+    }
+
+    #[test]
+    fn an_abandoned_appender_writes_nothing_more() {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        let path = dir.path().join("pack");
+        let mut a = Appender::new(File::create(&path).unwrap(), DIRECT_ALIGN);
+        a.write_all(&[1; DIRECT_ALIGN + 100]).unwrap();
+        a.abandon();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), DIRECT_ALIGN as u64);
     }
 
     #[test]

@@ -753,7 +753,7 @@ impl OpenPack {
     /// file system without it) changes nothing and the fsync still makes it durable.
     fn write_back(&mut self) {
         let on_disk = self.file.on_disk();
-        if on_disk < self.written_back + WRITEBACK_STEP {
+        if self.file.is_direct() || on_disk < self.written_back + WRITEBACK_STEP {
             return;
         }
         let from = self.written_back.saturating_sub(2 * WRITEBACK_STEP);
@@ -906,7 +906,7 @@ impl<'a> StoreWriter<'a> {
     /// chunks are lost, the space comes back. Other failures keep it for recovery.
     pub fn discard_open_pack(&mut self) {
         if let Some(pack) = self.pack.take() {
-            drop(pack.file);
+            pack.file.abandon();
             let _ = fs::remove_file(&pack.path);
         }
     }
