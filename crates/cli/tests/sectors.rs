@@ -194,3 +194,64 @@ fn a_512_byte_table_read_through_a_4096_byte_adapter_is_captured_as_the_disk_it_
         std::fs::remove_file(img).unwrap();
     }
 }
+
+/// A disk partitioned with an MBR inside a USB enclosure that presents 4 KiB sectors (as
+/// enclosures of large disks did, so an MBR could address them), then connected directly
+/// with 512-byte sectors: its MBR's LBAs count 4 KiB, which only the file systems where
+/// they point reveal. The capture reads it so and says so; the image restores onto a
+/// 4Kn disk.
+#[test]
+fn an_mbr_written_through_a_4096_byte_enclosure_is_read_with_its_sectors() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let mut r = Rng::new(4097);
+    let specs = vec![
+        part(
+            Fs::Ext("ext4"),
+            32,
+            "data",
+            vec![
+                file("photos/a.jpg", r.bytes(2 << 20)),
+                file("notes.txt", r.text(50_000)),
+            ],
+        ),
+        logical(
+            Fs::Vfat(16),
+            24,
+            "BACKUP",
+            vec![file("OLD/REPORT.DOC", r.bytes(300_000))],
+        ),
+    ];
+    let disk = make_disk_sectored(dir, "enclosure.img", Label::Mbr, 64, &specs, SECTOR_4K);
+    let store = dir.join("store");
+    let out = {
+        let src = Loop::whole(&disk.path, 512, true);
+        text(&ok(imprint(&[
+            "capture", &src.0, p(&store), "--name", "shucked",
+        ])))
+    };
+    assert!(
+        out.contains("the MBR counts 4096-byte sectors") && out.contains("reports 512-byte"),
+        "{out}"
+    );
+    let info = imprint_ok(&["info", p(&store), "shucked"]);
+    assert!(info.contains("sectors 4096/"), "{info}");
+    assert!(info.contains("ext4") && info.contains("fat16"), "{info}");
+
+    let target = dir.join("4kn-target.img");
+    empty_file(&target, 64 * MIB);
+    {
+        let dev = Loop::whole(&target, SECTOR_4K, false);
+        imprint_ok(&["restore", p(&store), "shucked", &dev.0, "--yes"]);
+        imprint_ok(&["verify", p(&store), "shucked", "--against", &dev.0]);
+    }
+    assert_eq!(
+        sfdisk_partitions_sectored(&target, SECTOR_4K),
+        sfdisk_partitions_sectored(&disk.path, SECTOR_4K)
+    );
+    for b in &disk.parts {
+        let what = format!("partition {} of the enclosure's disk", b.index);
+        let img = check_partition(&target, b, b.start, b.size, dir, &what);
+        std::fs::remove_file(img).unwrap();
+    }
+}

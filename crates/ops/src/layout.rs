@@ -49,8 +49,7 @@ pub struct Layout {
 /// Plans the capture of a disk of `size` bytes with `sector_size`-byte logical sectors.
 /// Never fails: anything it cannot read is captured whole, with a warning saying why.
 pub fn plan(disk: &File, size: u64, sector_size: u32, sink: &mut dyn Sink) -> Layout {
-    let mut reader = disk;
-    let table = match read_table(&mut reader, size, sector_size) {
+    let table = match read_counted_table(disk, size, sector_size) {
         Ok(t) => t,
         Err(e) => {
             sink.event(Event::Warning(format!(
@@ -90,6 +89,63 @@ pub fn plan(disk: &File, size: u64, sector_size: u32, sink: &mut dyn Sink) -> La
         partitions,
         table_sector_size: (table.sector_size != sector_size).then_some(table.sector_size),
     }
+}
+
+/// The partition table, read with the device's `sector_size`, or an MBR read with the
+/// other common sector size (512 or 4096 bytes) when only that size puts file systems
+/// where its partitions are, with a warning. An MBR, unlike a GPT (which
+/// `disks::table::read_table` checks itself), carries no sign of its sector size; the
+/// file systems where it points are the sign. That is a disk partitioned inside a USB
+/// enclosure that presents 4 KiB sectors and then connected directly (or the reverse):
+/// read with the device's size, every partition points at the wrong bytes.
+fn read_counted_table(
+    disk: &File,
+    size: u64,
+    sector_size: u32,
+) -> Result<PartitionTable, disks::table::TableError> {
+    let mut reader = disk;
+    let mine = read_table(&mut reader, size, sector_size);
+    match &mine {
+        Ok(t) if t.kind == TableKind::Mbr && file_systems(disk, t) == 0 => {}
+        // Unreadable with the device's size: perhaps an MBR of the other size.
+        Err(_) => {}
+        _ => return mine,
+    }
+    for alt in [512u32, 4096] {
+        if alt == sector_size {
+            continue;
+        }
+        let Ok(mut t) = read_table(&mut reader, size, alt) else {
+            continue;
+        };
+        if t.kind != TableKind::Mbr || file_systems(disk, &t) == 0 {
+            continue;
+        }
+        t.warnings.insert(
+            0,
+            format!(
+                "the MBR counts {alt}-byte sectors (its partitions hold file systems only so) \
+                 but the device reports {sector_size}-byte ones (a USB enclosure or adapter \
+                 that changes the sector size?): it is read with {alt}-byte sectors, and \
+                 restores onto a disk that has them"
+            ),
+        );
+        return Ok(t);
+    }
+    mine
+}
+
+/// How many of `t`'s partitions hold a file system fsmap recognizes.
+fn file_systems(disk: &File, t: &PartitionTable) -> usize {
+    t.partitions
+        .iter()
+        .filter(|p| {
+            matches!(
+                fsmap::detect(&Slice::new(disk, p.start, p.size), p.size),
+                Ok(Some(_))
+            )
+        })
+        .count()
 }
 
 fn whole(size: u64) -> Layout {
