@@ -150,13 +150,16 @@ fn a_512_byte_table_read_through_a_4096_byte_adapter_is_captured_as_the_disk_it_
     let store = dir.join("store");
     let out = {
         let src = Loop::whole(&disk.path, SECTOR_4K, true);
-        text(&ok(imprint(&[
+        let out = text(&ok(imprint(&[
             "capture",
             &src.0,
             p(&store),
             "--name",
             "bridged",
-        ])))
+        ])));
+        // The disk through the adapter still matches its image.
+        imprint_ok(&["verify", p(&store), "bridged", "--against", &src.0]);
+        out
     };
     assert!(
         out.contains("the GPT counts 512-byte sectors but the device reports 4096-byte ones"),
@@ -227,7 +230,11 @@ fn an_mbr_written_through_a_4096_byte_enclosure_is_read_with_its_sectors() {
     let out = {
         let src = Loop::whole(&disk.path, 512, true);
         text(&ok(imprint(&[
-            "capture", &src.0, p(&store), "--name", "shucked",
+            "capture",
+            &src.0,
+            p(&store),
+            "--name",
+            "shucked",
         ])))
     };
     assert!(
