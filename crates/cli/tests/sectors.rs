@@ -261,4 +261,24 @@ fn an_mbr_written_through_a_4096_byte_enclosure_is_read_with_its_sectors() {
         let img = check_partition(&target, b, b.start, b.size, dir, &what);
         std::fs::remove_file(img).unwrap();
     }
+
+    // One partition restored onto the disk still connected directly lands where its
+    // MBR, counted in 4 KiB sectors, puts it: partition 1 wiped, then restored.
+    let p1 = disk.part(1);
+    write_at(&disk.path, p1.start, &vec![0u8; p1.size as usize]);
+    {
+        let dev = Loop::whole(&disk.path, 512, false);
+        imprint_ok(&[
+            "restore",
+            p(&store),
+            "shucked",
+            &dev.0,
+            "--partition",
+            "1",
+            "--yes",
+        ]);
+    }
+    let what = "partition 1 restored alone through 512-byte sectors";
+    let img = check_partition(&disk.path, p1, p1.start, p1.size, dir, what);
+    std::fs::remove_file(img).unwrap();
 }

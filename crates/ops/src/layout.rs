@@ -98,7 +98,7 @@ pub fn plan(disk: &File, size: u64, sector_size: u32, sink: &mut dyn Sink) -> La
 /// file systems where it points are the sign. That is a disk partitioned inside a USB
 /// enclosure that presents 4 KiB sectors and then connected directly (or the reverse):
 /// read with the device's size, every partition points at the wrong bytes.
-fn read_counted_table(
+pub(crate) fn read_counted_table(
     disk: &File,
     size: u64,
     sector_size: u32,

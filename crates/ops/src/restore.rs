@@ -9,7 +9,7 @@
 
 use crate::error::OpsError;
 use crate::grow::{grow_filesystem, GrowOutcome};
-use crate::layout::{recorded_partitions, recorded_table, PartitionRecord};
+use crate::layout::{read_counted_table, recorded_partitions, recorded_table, PartitionRecord};
 use disks::interlock::{check_write_target, CheckOptions, Protected, TargetFacts};
 use disks::table::{read_table, relocate_gpt, PartitionTable, Relocated, TableKind};
 use disks::usage::{human_size, DevNum, SysRoot};
@@ -329,8 +329,9 @@ fn plan_partition(
             path: req.target.clone(),
             source,
         })?;
-        let mut r = &f;
-        match read_table(&mut r, facts.size, facts.logical_sector_size) {
+        // Counted as the capture counts it: a partition found at the wrong sector size
+        // would be written at the wrong bytes.
+        match read_counted_table(&f, facts.size, facts.logical_sector_size) {
             Ok(t) if t.kind != TableKind::None => {
                 let Some(p) = t.partitions.iter().find(|p| p.index == n) else {
                     return Err(OpsError::Refused(format!(
