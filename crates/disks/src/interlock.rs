@@ -135,7 +135,8 @@ pub enum Refusal {
     #[error(
         "refusing to write {device}: its logical sector size is {target} bytes but the image was \
          taken from a disk with {image}-byte sectors (rule: partition tables count in sectors, so \
-         the result would not boot); use a disk with {image}-byte sectors"
+         the result would not boot); use a disk with {image}-byte sectors, or connect this one \
+         the way the source was (USB enclosures and adapters can change a disk's sector size)"
     )]
     SectorSize {
         device: DeviceDesc,
@@ -563,6 +564,7 @@ mod tests {
         }
         .to_string();
         assert!(s.contains("4096") && s.contains("512-byte sectors"), "{s}");
+        assert!(s.contains("USB enclosures and adapters"), "{s}");
     }
 
     #[test]

@@ -185,7 +185,7 @@ fn restore_refused_by_plan() {
     to_restore_target(&mut app);
     send(&mut app, Action::Select);
     send(&mut app, Action::Select);
-    send(&mut app, Action::Planned(Err("refusing to write /dev/nvme0n1 (Samsung SSD 970 EVO Plus 500GB, serial S4EVNX0M912345K, 512.1 GB): its logical sector size is 4096 bytes but the image was taken from a disk with 512-byte sectors (rule: partition tables count in sectors, so the result would not boot); use a disk with 512-byte sectors".into())));
+    send(&mut app, Action::Planned(Err("refusing to write /dev/nvme0n1 (Samsung SSD 970 EVO Plus 500GB, serial S4EVNX0M912345K, 512.1 GB): its logical sector size is 4096 bytes but the image was taken from a disk with 512-byte sectors (rule: partition tables count in sectors, so the result would not boot); use a disk with 512-byte sectors, or connect this one the way the source was (USB enclosures and adapters can change a disk's sector size)".into())));
     snapshot("restore_refused_popup", &app);
 }
 
