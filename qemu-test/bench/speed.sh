@@ -194,14 +194,17 @@ res_partclone() {
 }
 res_dd() { on_loop "$W/out.img" unzstd_to "$W/dd.zst"; }
 # The delta target starts as a restored version 1; the full restore's as an empty file;
-# both through a loop device. casync takes the same file as its seed and writes a new file,
-# its usual use.
+# all through a loop device. casync extracts onto the same target in place, which is its
+# own seed (`--seed-output`, on by default): like Imprint, it reads the disk it rewrites.
+# (Extracting to a new file with the target as `--seed`, as runs before 2026-11-22 did,
+# took about 18% longer here: 71.5 against 60.8 s, one run each.)
 v1_target() { cp "$W/out-v1.img" "$W/t.img"; }
 delta_imprint() { on_loop "$W/t.img" "$B" restore --yes --force "$W/store2" v2; }
-delta_casync() { casync extract --store="$W/castore" --seed="$W/t.img" "$W/v2.caibx" "$W/c.img"; sync; rm -f "$W/c.img"; }
+casync_onto() { casync extract --store="$W/castore" "$W/v2.caibx" "$1"; }
+delta_casync() { on_loop "$W/t.img" casync_onto; }
 full_imprint() { on_loop "$W/t.img" "$B" restore --yes --full --force "$W/store2" v2; }
 
-export -f lo on_loop unzstd_to part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
+export -f lo on_loop unzstd_to casync_onto part_off part_len cap_imprint cap_partclone cap_dd res_imprint res_partclone res_dd \
   delta_imprint delta_casync full_imprint
 SRC=$(lo -r "$DISK")
 export B W DISK SRC MIB P1 P2 L1 L2
@@ -237,7 +240,7 @@ printf '\nimage size: imprint %s MiB, partclone+zstd %s MiB, dd+zstd %s MiB\n' \
   $((SIZE[imprint] / MIB)) $((SIZE[partclone] / MIB)) $((SIZE[dd] / MIB))
 echo "capture: partclone+zstd / imprint = $(ratio "${MED[cap_partclone]}" "${MED[cap_imprint]}")x (target >= 2.5x); dd+zstd / imprint = $(ratio "${MED[cap_dd]}" "${MED[cap_imprint]}")x"
 echo "restore: partclone / imprint = $(ratio "${MED[res_partclone]}" "${MED[res_imprint]}")x (target >= 4x); zstd -d|dd / imprint = $(ratio "${MED[res_dd]}" "${MED[res_imprint]}")x (target > 1x)"
-echo "delta:   casync --seed / imprint delta = $(ratio "${MED[delta_casync]}" "${MED[delta_imprint]}")x (target >= 20x); imprint full / imprint delta = $(ratio "${MED[full_imprint]}" "${MED[delta_imprint]}")x (target >= 3x)"
+echo "delta:   casync extract onto v1 / imprint delta = $(ratio "${MED[delta_casync]}" "${MED[delta_imprint]}")x (target >= 20x); imprint full / imprint delta = $(ratio "${MED[full_imprint]}" "${MED[delta_imprint]}")x (target >= 3x)"
 mkdir -p "$(dirname "$JSON_OUT")"
 {
   echo "{\"disk_gib\": $SIZE_GIB, \"rounds\": $ROUNDS, \"machine\": \"$(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB\","
