@@ -462,24 +462,43 @@ fn gpt_of_other_sector_size<D: Read + Seek + ?Sized>(
     disk_size: u64,
     sector_size: u32,
 ) -> Result<Option<PartitionTable>, TableError> {
-    for alt in [512u32, 4096] {
+    for alt in other_sector_sizes(sector_size) {
         let a = u64::from(alt);
-        if alt == sector_size || disk_size < 2 * a || rd(dev, a, 8)? != b"EFI PART" {
+        if disk_size < 2 * a || rd(dev, a, 8)? != b"EFI PART" {
             continue;
         }
         if let Ok(mut t) = read_gpt(dev, disk_size, alt) {
-            t.warnings.insert(
-                0,
-                format!(
-                    "the GPT counts {alt}-byte sectors but the device reports {sector_size}-byte \
-                     ones (a USB enclosure or adapter that changes the sector size?): it is \
-                     read with {alt}-byte sectors, and restores onto a disk that has them"
-                ),
-            );
+            say_counted_otherwise(&mut t, sector_size, "");
             return Ok(Some(t));
         }
     }
     Ok(None)
+}
+
+/// The common sector sizes (512 and 4096 bytes) other than the `reported` one that a
+/// table may count in: a disk moved into or out of a USB enclosure that changes it.
+pub fn other_sector_sizes(reported: u32) -> impl Iterator<Item = u32> {
+    [512u32, 4096].into_iter().filter(move |&s| s != reported)
+}
+
+/// Puts first among `t`'s warnings that it was read with its own sector size, not the
+/// `reported` one of the device; `why` says how that size was told (empty for a GPT,
+/// whose headers tell it).
+pub fn say_counted_otherwise(t: &mut PartitionTable, reported: u32, why: &str) {
+    let kind = match t.kind {
+        TableKind::Gpt => "GPT",
+        TableKind::Mbr => "MBR",
+        TableKind::None => "table",
+    };
+    let own = t.sector_size;
+    t.warnings.insert(
+        0,
+        format!(
+            "the {kind} counts {own}-byte sectors{why} but the device reports {reported}-byte \
+             ones (a USB enclosure or adapter that changes the sector size?): it is read with \
+             {own}-byte sectors, and restores onto a disk that has them"
+        ),
+    );
 }
 
 fn read_mbr<D: Read + Seek + ?Sized>(

@@ -2,7 +2,9 @@
 //! blocks as its filesystem's own metadata says (`fsmap`), unknown partitions whole.
 //! Also what the manifest records about the table and each partition (FORMAT.md §5.2).
 
-use disks::table::{read_table, table_areas, PartitionTable, TableKind};
+use disks::table::{
+    other_sector_sizes, read_table, say_counted_otherwise, table_areas, PartitionTable, TableKind,
+};
 use fsmap::{Method, Slice};
 use imaging::{Event, Extent, Sink};
 use serde::{Deserialize, Serialize};
@@ -111,24 +113,17 @@ pub(crate) fn read_counted_table(
         Err(_) => {}
         _ => return mine,
     }
-    for alt in [512u32, 4096] {
-        if alt == sector_size {
-            continue;
-        }
+    for alt in other_sector_sizes(sector_size) {
         let Ok(mut t) = read_table(&mut reader, size, alt) else {
             continue;
         };
         if t.kind != TableKind::Mbr || file_systems(disk, &t) == 0 {
             continue;
         }
-        t.warnings.insert(
-            0,
-            format!(
-                "the MBR counts {alt}-byte sectors (its partitions hold file systems only so) \
-                 but the device reports {sector_size}-byte ones (a USB enclosure or adapter \
-                 that changes the sector size?): it is read with {alt}-byte sectors, and \
-                 restores onto a disk that has them"
-            ),
+        say_counted_otherwise(
+            &mut t,
+            sector_size,
+            " (its partitions hold file systems only so)",
         );
         return Ok(t);
     }
