@@ -8,25 +8,8 @@
 mod common;
 
 use common::*;
-use std::hash::Hasher;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-
-/// A fingerprint of `len` bytes at `offset` (for "unchanged" checks on big files).
-fn digest(path: &Path, offset: u64, len: u64) -> u64 {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path).unwrap();
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut buf = vec![0u8; MIB as usize];
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(MIB) as usize;
-        f.read_exact_at(&mut buf[..n], offset + done).unwrap();
-        h.write(&buf[..n]);
-        done += n as u64;
-    }
-    h.finish()
-}
 
 fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
@@ -179,33 +162,6 @@ fn mbr_fixture() -> &'static Captured {
     })
 }
 
-/// Every partition of `c` is where it was on `restored`, clean, with its files; swap
-/// keeps its UUID and label; a partition without a filesystem is byte-identical.
-fn check_all_partitions(c: &Captured, restored: &Path, scratch: &Path) {
-    for b in &c.disk.parts {
-        let what = format!("{} partition {}", c.name, b.index);
-        let img = check_partition(restored, b, b.start, b.size, scratch, &what);
-        match b.spec.fs {
-            Fs::Swap => {
-                let tags = blkid(&img);
-                assert_eq!(blkid_tag(&tags, "TYPE").as_deref(), Some("swap"), "{what}");
-                assert_eq!(blkid_tag(&tags, "UUID"), b.swap_uuid, "{what}: swap UUID");
-                assert_eq!(
-                    blkid_tag(&tags, "LABEL").as_deref(),
-                    Some(b.spec.label),
-                    "{what}: swap label"
-                );
-            }
-            Fs::Raw => assert!(
-                digest(&c.disk.path, b.start, b.size) == digest(restored, b.start, b.size),
-                "{what}: the unformatted partition is not byte-identical"
-            ),
-            _ => {}
-        }
-        std::fs::remove_file(img).unwrap();
-    }
-}
-
 /// `imprint info` lists each partition on a line starting with its number, with its
 /// filesystem and label.
 fn assert_info_lists_partitions(c: &Captured) {
@@ -268,7 +224,7 @@ fn gpt_disk_restores_every_filesystem_table_area_and_raw_partition() {
             == read_range(&out, c.disk.size - tail, tail),
         "backup GPT differs"
     );
-    check_all_partitions(c, &out, t.path());
+    check_all_partitions(&c.disk, c.name, &out, t.path());
     imprint_ok(&["verify", p(&c.store), c.name, "--against", p(&out)]);
     assert_info_lists_partitions(c);
 }
@@ -291,7 +247,7 @@ fn mbr_disk_with_logical_partitions_restores_boot_code_ebrs_and_filesystems() {
         read_range(&c.disk.path, 0, head) == read_range(&out, 0, head),
         "MBR boot code or the post-MBR gap differ"
     );
-    check_all_partitions(c, &out, t.path());
+    check_all_partitions(&c.disk, c.name, &out, t.path());
     imprint_ok(&["verify", p(&c.store), c.name, "--against", p(&out)]);
     assert_info_lists_partitions(c);
 }
@@ -599,7 +555,7 @@ fn smaller_disk_that_holds_every_partition_restores_clean() {
         .map(|b| (b.start / SECTOR, b.size / SECTOR))
         .collect();
     assert_eq!(parts, want);
-    check_all_partitions(c, &out, t.path());
+    check_all_partitions(&c.disk, c.name, &out, t.path());
 }
 
 #[test]
@@ -916,7 +872,7 @@ fn whole_disk_delta_restore_onto_a_damaged_copy_repairs_it() {
     assert_gpt_valid(&out);
     let head = c.disk.head_len();
     assert!(read_range(&c.disk.path, 0, head) == read_range(&out, 0, head));
-    check_all_partitions(c, &out, t.path());
+    check_all_partitions(&c.disk, c.name, &out, t.path());
     imprint_ok(&["verify", p(&c.store), c.name, "--against", p(&out)]);
 }
 

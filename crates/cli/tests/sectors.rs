@@ -20,6 +20,30 @@ fn empty_file(path: &Path, size: u64) {
     std::fs::File::create(path).unwrap().set_len(size).unwrap();
 }
 
+/// Restoring image `name` onto a new empty `size`-byte disk with `sector`-byte sectors is
+/// refused by the sector-size rule (exit 4) and leaves it all zeros; returns the output.
+fn assert_refused_untouched(
+    store: &Path,
+    name: &str,
+    target: &Path,
+    size: u64,
+    sector: u64,
+) -> String {
+    empty_file(target, size);
+    let out = {
+        let dev = Loop::whole(target, sector, false);
+        let o = imprint(&["restore", p(store), name, &dev.0, "--yes"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(4), "{out}");
+        out
+    };
+    assert!(
+        read_range(target, 0, size).iter().all(|&b| b == 0),
+        "the refused {sector}-byte disk was written to"
+    );
+    out
+}
+
 #[test]
 fn a_4kn_disk_restores_onto_a_larger_4kn_disk_and_is_refused_by_a_512_byte_one() {
     let t = tempfile::tempdir().unwrap();
@@ -62,22 +86,10 @@ fn a_4kn_disk_restores_onto_a_larger_4kn_disk_and_is_refused_by_a_512_byte_one()
     assert!(info.contains("sector size 4096 bytes"), "{info}");
 
     // Onto a 512-byte-sector disk: refused before the first write, the disk untouched.
-    let small = dir.join("512.img");
-    empty_file(&small, 128 * MIB);
-    {
-        let dev = Loop::whole(&small, 512, false);
-        let o = imprint(&["restore", p(&store), "4kn", &dev.0, "--yes"]);
-        let out = text(&o);
-        assert_eq!(o.status.code(), Some(4), "{out}");
-        assert!(
-            out.contains("its logical sector size is 512 bytes")
-                && out.contains("4096-byte sectors"),
-            "{out}"
-        );
-    }
+    let out = assert_refused_untouched(&store, "4kn", &dir.join("512.img"), 128 * MIB, 512);
     assert!(
-        read_range(&small, 0, 128 * MIB).iter().all(|&b| b == 0),
-        "the refused 512-byte disk was written to"
+        out.contains("its logical sector size is 512 bytes") && out.contains("4096-byte sectors"),
+        "{out}"
     );
 
     // Onto a larger 4Kn disk: the backup GPT moves to its last 4 KiB sectors.
@@ -108,17 +120,7 @@ fn a_4kn_disk_restores_onto_a_larger_4kn_disk_and_is_refused_by_a_512_byte_one()
     );
     let alternate = u64::from_le_bytes(backup[32..40].try_into().unwrap());
     assert_eq!(alternate, 1, "the backup header's alternate LBA");
-    for b in &disk.parts {
-        let what = format!("4Kn partition {}", b.index);
-        let img = check_partition(&big, b, b.start, b.size, dir, &what);
-        if b.spec.fs == Fs::Raw {
-            assert!(
-                read_range(&img, 0, b.size) == read_range(&disk.path, b.start, b.size),
-                "{what}: the unformatted partition is not byte-identical"
-            );
-        }
-        std::fs::remove_file(img).unwrap();
-    }
+    check_all_partitions(&disk, "4kn", &big, dir);
 }
 
 /// A disk whose GPT was written with 512-byte sectors, read through a USB adapter that
@@ -174,18 +176,11 @@ fn a_512_byte_table_read_through_a_4096_byte_adapter_is_captured_as_the_disk_it_
 
     // Through a 4 KiB adapter again: refused, untouched.
     let bridged = dir.join("bridged-target.img");
-    empty_file(&bridged, 72 * MIB);
-    {
-        let dev = Loop::whole(&bridged, SECTOR_4K, false);
-        let o = imprint(&["restore", p(&store), "bridged", &dev.0, "--yes"]);
-        let out = text(&o);
-        assert_eq!(o.status.code(), Some(4), "{out}");
-        assert!(
-            out.contains("connect this one the way the source was"),
-            "{out}"
-        );
-    }
-    assert!(read_range(&bridged, 0, 72 * MIB).iter().all(|&b| b == 0));
+    let out = assert_refused_untouched(&store, "bridged", &bridged, 72 * MIB, SECTOR_4K);
+    assert!(
+        out.contains("connect this one the way the source was"),
+        "{out}"
+    );
 
     // Connected directly (512-byte sectors): the disk as it was.
     let direct = dir.join("direct-target.img");
@@ -196,11 +191,7 @@ fn a_512_byte_table_read_through_a_4096_byte_adapter_is_captured_as_the_disk_it_
     }
     assert_gpt_valid(&direct);
     assert_eq!(sfdisk_partitions(&direct), sfdisk_partitions(&disk.path));
-    for b in &disk.parts {
-        let what = format!("partition {} restored from the adapter's image", b.index);
-        let img = check_partition(&direct, b, b.start, b.size, dir, &what);
-        std::fs::remove_file(img).unwrap();
-    }
+    check_all_partitions(&disk, "bridged", &direct, dir);
 }
 
 /// A disk partitioned with an MBR inside a USB enclosure that presents 4 KiB sectors (as
@@ -261,11 +252,7 @@ fn an_mbr_written_through_a_4096_byte_enclosure_is_read_with_its_sectors() {
         sfdisk_partitions_sectored(&target, SECTOR_4K),
         sfdisk_partitions_sectored(&disk.path, SECTOR_4K)
     );
-    for b in &disk.parts {
-        let what = format!("partition {} of the enclosure's disk", b.index);
-        let img = check_partition(&target, b, b.start, b.size, dir, &what);
-        std::fs::remove_file(img).unwrap();
-    }
+    check_all_partitions(&disk, "shucked", &target, dir);
 
     // One partition restored onto the disk still connected directly lands where its
     // MBR, counted in 4 KiB sectors, puts it: partition 1 wiped, then restored.

@@ -684,6 +684,50 @@ pub fn check_partition(
     img
 }
 
+/// A fingerprint of `len` bytes at `offset` (for "unchanged" checks on big files).
+pub fn digest(path: &Path, offset: u64, len: u64) -> u64 {
+    use std::hash::Hasher;
+    let f = File::open(path).unwrap();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(MIB) as usize;
+        f.read_exact_at(&mut buf[..n], offset + done).unwrap();
+        h.write(&buf[..n]);
+        done += n as u64;
+    }
+    h.finish()
+}
+
+/// Every partition of `disk` (captured as image `name`) is where it was on `restored`,
+/// clean, with its files; swap keeps its UUID and label; a partition without a
+/// filesystem is byte-identical.
+pub fn check_all_partitions(disk: &Disk, name: &str, restored: &Path, scratch: &Path) {
+    for b in &disk.parts {
+        let what = format!("{name} partition {}", b.index);
+        let img = check_partition(restored, b, b.start, b.size, scratch, &what);
+        match b.spec.fs {
+            Fs::Swap => {
+                let tags = blkid(&img);
+                assert_eq!(blkid_tag(&tags, "TYPE").as_deref(), Some("swap"), "{what}");
+                assert_eq!(blkid_tag(&tags, "UUID"), b.swap_uuid, "{what}: swap UUID");
+                assert_eq!(
+                    blkid_tag(&tags, "LABEL").as_deref(),
+                    Some(b.spec.label),
+                    "{what}: swap label"
+                );
+            }
+            Fs::Raw => assert!(
+                digest(&disk.path, b.start, b.size) == digest(restored, b.start, b.size),
+                "{what}: the unformatted partition is not byte-identical"
+            ),
+            _ => {}
+        }
+        std::fs::remove_file(img).unwrap();
+    }
+}
+
 /// `sgdisk -v` must find no problems.
 pub fn assert_gpt_valid(disk: &Path) {
     let out = tool("sgdisk", &["-v", p(disk)]);
