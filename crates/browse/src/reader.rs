@@ -91,7 +91,8 @@ impl ImageReader {
         }
         // Decode outside the lock: two threads may race on one chunk, which only costs
         // a second decode.
-        let data = Arc::new(self.store.read_chunk(id, idx * self.chunk_size)?);
+        // A chunk of its own: the cache must not hold whole group frames alive.
+        let data = Arc::new(self.store.read_chunk(id, idx * self.chunk_size)?.into_own());
         self.fetched.fetch_add(1, Ordering::Relaxed);
         let mut c = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if !c.iter().any(|(i, _)| *i == idx) {

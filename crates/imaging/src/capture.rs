@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::extent::{normalize, total, Extent};
 use crate::format::*;
 use crate::io::{is_zero, IoBuf, ReadAt};
-use crate::pipeline::{chunks_of, read_masked, run};
+use crate::pipeline::{chunks_of, read_masked_into, run};
 use crate::sink::{Event, Progress, Sink, Ticker};
 use crate::store::StoreWriter;
 use std::collections::HashMap;
@@ -50,24 +50,23 @@ pub struct CaptureReport {
 enum Hashed {
     Zero(u64),
     Known(u64, ChunkId),
-    New(u64, ChunkId, Encoding, u32, Payload),
+    /// A chunk stored alone: its encoding, length and stored bytes.
+    New(u64, ChunkId, Encoding, u32, Vec<u8>),
+    /// A member of its batch's group frame.
+    Grouped(u64, ChunkId),
 }
 
-/// A new chunk's bytes as they go into the pack: compressed, or the read buffer itself.
-enum Payload {
-    Packed(Vec<u8>),
-    Raw(IoBuf),
+/// What a worker made of a run of consecutive chunks: each chunk (with its bytes and
+/// the bytes read for it), and the group frame of its new chunks, if they were grouped.
+struct Batch {
+    chunks: Vec<(Hashed, u64, u64)>,
+    group: Option<(Vec<Member>, Vec<u8>)>,
 }
 
-impl std::ops::Deref for Payload {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Payload::Packed(v) => v,
-            Payload::Raw(b) => b,
-        }
-    }
-}
+/// What a group frame of a version 2 store decodes to at most (FORMAT.md §3): new
+/// chunks are compressed together up to this, so zstd finds matches across chunk
+/// boundaries, as a stream through the disk would (docs/PERFORMANCE.md "Group frames").
+pub const GROUP_BYTES: u32 = 4 << 20;
 
 thread_local! {
     /// Each worker's zstd context, made once (a context per chunk costs an allocation
@@ -88,6 +87,14 @@ fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
             None => unreachable!("set above"),
         }
     })
+}
+
+fn compress_error(disk_offset: u64, e: std::io::Error) -> Error {
+    Error::Io {
+        what: "compressing chunk for",
+        path: format!("disk offset {disk_offset}").into(),
+        source: e,
+    }
 }
 
 /// Captures `source` into the store behind `writer`.
@@ -125,6 +132,12 @@ pub fn capture(
         opts.threads
     };
     let level = opts.level;
+    // New chunks are grouped within runs of this many (FORMAT.md §3).
+    let batch_len = if store.groups() {
+        (GROUP_BYTES / chunk_size).max(1) as usize
+    } else {
+        1
+    };
     let ext = &extents;
     let mut entries: Vec<(u64, ChunkId)> = Vec::with_capacity(indices.len());
     let mut referenced: HashMap<ChunkId, ()> = HashMap::new();
@@ -134,84 +147,122 @@ pub fn capture(
     let result = run(
         threads,
         |emit| {
-            for &idx in &indices {
-                if !emit(idx) {
+            for batch in indices.chunks(batch_len) {
+                if !emit(batch) {
                     break;
                 }
             }
             Ok(())
         },
-        |idx: u64| -> Result<(Hashed, u64, u64)> {
-            // Each worker reads its own chunk: several reads in flight keep the device
-            // busy while other workers compress.
-            let window = chunk_range(idx, chunk_size, disk_size);
-            let (buf, read) =
-                read_masked(source, ext, window).map_err(|source| Error::ReadSource {
-                    offset: window.offset,
-                    source,
-                })?;
-            let n = buf.len() as u64;
-            if is_zero(&buf) {
-                return Ok((Hashed::Zero(idx), n, read));
+        |batch: &[u64]| -> Result<Batch> {
+            // One buffer for the batch: new chunks are moved to its front, so a group
+            // frame compresses them without a copy when (as mostly) all are new.
+            let cs = chunk_size as usize;
+            let mut buf = IoBuf::for_overwrite(batch.len() * cs);
+            let mut chunks = Vec::with_capacity(batch.len());
+            // New chunks: position in the batch, id, and their bytes at the buffer's front.
+            let mut fresh: Vec<(usize, ChunkId, std::ops::Range<usize>)> = Vec::new();
+            let mut front = 0;
+            for (at, &idx) in batch.iter().enumerate() {
+                // Each worker reads its own chunks: several reads in flight keep the
+                // device busy while other workers compress.
+                let window = chunk_range(idx, chunk_size, disk_size);
+                let n = window.len as usize;
+                let here = at * cs..at * cs + n;
+                let read = read_masked_into(source, ext, window, &mut buf[here.clone()]).map_err(
+                    |source| Error::ReadSource {
+                        offset: window.offset,
+                        source,
+                    },
+                )?;
+                let h = if is_zero(&buf[here.clone()]) {
+                    Hashed::Zero(idx)
+                } else {
+                    let id = *blake3::hash(&buf[here.clone()]).as_bytes();
+                    if store.contains(&id) || fresh.iter().any(|f| f.1 == id) {
+                        Hashed::Known(idx, id)
+                    } else {
+                        if here.start != front {
+                            buf.copy_within(here, front);
+                        }
+                        fresh.push((at, id, front..front + n));
+                        front += n;
+                        Hashed::Grouped(idx, id)
+                    }
+                };
+                chunks.push((h, n as u64, read));
             }
-            let id = *blake3::hash(&buf).as_bytes();
-            if store.contains(&id) {
-                return Ok((Hashed::Known(idx, id), n, read));
+            let mut group = None;
+            if fresh.len() > 1 {
+                let all = &buf[..front];
+                let mut frame = compress(all, level)
+                    .map_err(|e| compress_error(batch[0] * chunk_size as u64, e))?;
+                if frame.len() < all.len() {
+                    // It waits in a queue: hold only its bytes, not zstd's bound.
+                    frame.shrink_to_fit();
+                    let members = fresh.iter().map(|(_, id, r)| (*id, r.len() as u32));
+                    group = Some((members.collect(), frame));
+                    fresh.clear();
+                }
             }
-            let compressed = compress(&buf, level).map_err(|e| Error::Io {
-                what: "compressing chunk for",
-                path: format!("disk offset {}", idx * chunk_size as u64).into(),
-                source: e,
-            })?;
-            Ok(if compressed.len() < buf.len() {
-                (
-                    Hashed::New(
-                        idx,
-                        id,
-                        Encoding::Zstd,
-                        n as u32,
-                        Payload::Packed(compressed),
+            // A chunk alone is compressed alone; the chunks of a group that did not
+            // compress are stored raw.
+            let alone = fresh.len() == 1;
+            for (at, id, range) in fresh {
+                let idx = batch[at];
+                let data = &buf[range];
+                let n = data.len() as u32;
+                let packed = match alone {
+                    true => Some(
+                        compress(data, level)
+                            .map_err(|e| compress_error(idx * chunk_size as u64, e))?,
                     ),
-                    n,
-                    read,
-                )
-            } else {
-                (
-                    Hashed::New(idx, id, Encoding::Raw, n as u32, Payload::Raw(buf)),
-                    n,
-                    read,
-                )
-            })
+                    false => None,
+                };
+                chunks[at].0 = match packed {
+                    Some(p) if p.len() < data.len() => Hashed::New(idx, id, Encoding::Zstd, n, p),
+                    _ => Hashed::New(idx, id, Encoding::Raw, n, data.to_vec()),
+                };
+            }
+            Ok(Batch { chunks, group })
         },
         |item| {
-            let (h, n, read) = item?;
-            read_bytes += read;
-            match h {
-                Hashed::Zero(idx) => {
-                    zero_chunks += 1;
-                    progress.skipped_chunks += 1;
-                    entries.push((idx, ZERO_ID));
-                }
-                Hashed::Known(idx, id) => {
+            let batch = item?;
+            let mut added = match &batch.group {
+                Some((members, frame)) => writer.put_group(members, frame)?,
+                None => Vec::new(),
+            }
+            .into_iter();
+            for (h, n, read) in batch.chunks {
+                read_bytes += read;
+                progress.done_chunks += 1;
+                progress.done_bytes += n;
+                let (idx, id, written) = match h {
+                    Hashed::Zero(idx) => {
+                        zero_chunks += 1;
+                        progress.skipped_chunks += 1;
+                        entries.push((idx, ZERO_ID));
+                        ticker.tick(sink, progress)?;
+                        continue;
+                    }
+                    Hashed::Known(idx, id) => (idx, id, false),
+                    Hashed::New(idx, id, enc, raw_len, payload) => {
+                        (idx, id, writer.put(id, enc, raw_len, &payload)?)
+                    }
+                    Hashed::Grouped(idx, id) => (idx, id, added.next().unwrap_or(false)),
+                };
+                if written {
+                    progress.written_chunks += 1;
+                } else {
                     dedup_chunks += 1;
                     progress.skipped_chunks += 1;
-                    entries.push((idx, id));
-                    referenced.insert(id, ());
                 }
-                Hashed::New(idx, id, enc, raw_len, payload) => {
-                    if writer.put(id, enc, raw_len, &payload)? {
-                        progress.written_chunks += 1;
-                    } else {
-                        dedup_chunks += 1;
-                        progress.skipped_chunks += 1;
-                    }
-                    entries.push((idx, id));
-                    referenced.insert(id, ());
-                }
+                entries.push((idx, id));
+                referenced.insert(id, ());
+                // Once per chunk: the cancel check (and the tests' crash hook) counts chunks.
+                ticker.tick(sink, progress)?;
             }
-            progress.done_chunks += 1;
-            progress.done_bytes += n;
-            ticker.tick(sink, progress)
+            Ok(())
         },
     );
     if let Err(e) = result {
@@ -233,11 +284,7 @@ pub fn capture(
         extents,
         entries,
     };
-    let stored_bytes: u64 = referenced
-        .keys()
-        .filter_map(|id| writer.stored_len(id))
-        .map(u64::from)
-        .sum();
+    let stored_bytes = writer.stored_bytes(referenced.keys());
     let manifest = Manifest {
         format: "imprint-image".into(),
         format_version: FORMAT_VERSION,

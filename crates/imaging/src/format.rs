@@ -7,8 +7,17 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the image manifest and chunk map format this build reads and writes (FORMAT.md §1).
 pub const FORMAT_VERSION: u32 = 1;
-/// Version of the store layout (imprint-store.json, packs, indexes) (FORMAT.md §2).
-pub const STORE_VERSION: u32 = 1;
+/// Version of the store layout (imprint-store.json, packs, indexes) this build writes
+/// into a new store (FORMAT.md §1, §2).
+pub const STORE_VERSION: u32 = 2;
+/// The oldest store version this build reads and appends to (FORMAT.md §1): version 1
+/// has no group records, and a capture into a version 1 store writes none, so the
+/// Imprint that made it can still read it.
+pub const MIN_STORE_VERSION: u32 = 1;
+/// The first store version whose packs may hold group records (FORMAT.md §3).
+pub const GROUP_STORE_VERSION: u32 = 2;
+/// What one group frame may decode to at most (FORMAT.md §3); a reader refuses more.
+pub const MAX_GROUP_RAW: u64 = 64 << 20;
 /// Default chunk size: measured in docs/ARCHITECTURE.md ("Chunk size").
 pub const DEFAULT_CHUNK_SIZE: u32 = 1 << 20;
 /// A pack never grows past this, so every file fits FAT32's 4 GiB limit (FORMAT.md §3).
@@ -34,6 +43,9 @@ pub enum Encoding {
     Raw = 0,
     /// One zstd frame.
     Zstd = 1,
+    /// A group record: a member table, then one zstd frame that decodes to every
+    /// member, back to back (store version 2).
+    Group = 2,
 }
 
 impl Encoding {
@@ -41,16 +53,17 @@ impl Encoding {
         match b {
             0 => Some(Encoding::Raw),
             1 => Some(Encoding::Zstd),
+            2 => Some(Encoding::Group),
             _ => None,
         }
     }
 }
 
-/// The pack file header: magic, version, the pack's own id (16 random bytes).
-pub fn pack_header(pack_id: &[u8; 16]) -> [u8; PACK_HEADER_LEN as usize] {
+/// The pack file header: magic, the store's version, the pack's own id (16 random bytes).
+pub fn pack_header(pack_id: &[u8; 16], version: u32) -> [u8; PACK_HEADER_LEN as usize] {
     let mut h = [0u8; PACK_HEADER_LEN as usize];
     h[..8].copy_from_slice(PACK_MAGIC);
-    h[8..12].copy_from_slice(&STORE_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     h[16..32].copy_from_slice(pack_id);
     h
 }
@@ -96,6 +109,42 @@ impl RecordHeader {
     }
 }
 
+/// One chunk of a group record: its id and its decoded length (FORMAT.md §3).
+pub type Member = (ChunkId, u32);
+/// Bytes of one member table entry.
+pub const MEMBER_LEN: usize = 36;
+
+/// A group record's payload before its frame: u32 member count, then each member's id
+/// and u32 length, in the order the frame decodes them (FORMAT.md §3).
+pub fn encode_members(members: &[Member]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + members.len() * MEMBER_LEN);
+    out.extend_from_slice(&(members.len() as u32).to_le_bytes());
+    for (id, len) in members {
+        out.extend_from_slice(id);
+        out.extend_from_slice(&len.to_le_bytes());
+    }
+    out
+}
+
+/// Parses the member table at the start of a group record's payload; returns the
+/// members and the table's length (where the frame starts).
+pub fn decode_members(payload: &[u8]) -> Result<(Vec<Member>, usize), String> {
+    let count = payload
+        .get(..4)
+        .map(|b| u32::from_le_bytes(arr(b)) as usize)
+        .ok_or("group record too short for its member count")?;
+    let table = count
+        .checked_mul(MEMBER_LEN)
+        .and_then(|n| n.checked_add(4))
+        .filter(|&n| count >= 2 && n <= payload.len())
+        .ok_or_else(|| format!("group record with a bad member count {count}"))?;
+    let members = payload[4..table]
+        .chunks_exact(MEMBER_LEN)
+        .map(|m| (arr(&m[..32]), u32::from_le_bytes(arr(&m[32..36]))))
+        .collect();
+    Ok((members, table))
+}
+
 fn header_check(bytes: &[u8]) -> [u8; 4] {
     arr(&blake3::hash(bytes).as_bytes()[..4])
 }
@@ -117,17 +166,21 @@ pub const INDEX_ENTRY_LEN: usize = 56;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexEntry {
     pub id: ChunkId,
-    /// Offset of the payload (just after the record header) in the pack.
+    /// Offset of the payload (just after the record header) in the pack; for a group
+    /// member, of the group's zstd frame (after the member table).
     pub offset: u64,
+    /// Bytes at `offset` to read: the payload, or the group's whole frame.
     pub stored_len: u32,
     pub raw_len: u32,
     pub encoding: Encoding,
+    /// A group member's offset in what its frame decodes to; 0 otherwise.
+    pub skip: u32,
 }
 
-pub fn encode_index(entries: &[IndexEntry], pack_len: u64) -> Vec<u8> {
+pub fn encode_index(entries: &[IndexEntry], pack_len: u64, version: u32) -> Vec<u8> {
     let mut out = Vec::with_capacity(INDEX_HEADER_LEN + entries.len() * INDEX_ENTRY_LEN + 32);
     out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&STORE_VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     out.extend_from_slice(&pack_len.to_le_bytes());
     for e in entries {
@@ -136,7 +189,8 @@ pub fn encode_index(entries: &[IndexEntry], pack_len: u64) -> Vec<u8> {
         out.extend_from_slice(&e.stored_len.to_le_bytes());
         out.extend_from_slice(&e.raw_len.to_le_bytes());
         out.push(e.encoding as u8);
-        out.extend_from_slice(&[0u8; 7]);
+        out.extend_from_slice(&e.skip.to_le_bytes());
+        out.extend_from_slice(&[0u8; 3]);
     }
     let trailer = *blake3::hash(&out).as_bytes();
     out.extend_from_slice(&trailer);
@@ -153,7 +207,7 @@ pub fn decode_index(b: &[u8]) -> Result<(Vec<IndexEntry>, u64), String> {
         return Err("index checksum mismatch".into());
     }
     let version = u32::from_le_bytes(arr(&b[8..12]));
-    if version != STORE_VERSION {
+    if !(MIN_STORE_VERSION..=STORE_VERSION).contains(&version) {
         return Err(format!("index version {version}"));
     }
     let count = u32::from_le_bytes(arr(&b[12..16])) as usize;
@@ -163,16 +217,25 @@ pub fn decode_index(b: &[u8]) -> Result<(Vec<IndexEntry>, u64), String> {
     }
     let mut entries = Vec::with_capacity(count);
     for e in body[INDEX_HEADER_LEN..].chunks_exact(INDEX_ENTRY_LEN) {
-        let encoding = Encoding::from_u8(e[48]).ok_or("unknown encoding in index")?;
+        let encoding = Encoding::from_u8(e[48])
+            .filter(|&enc| enc != Encoding::Group || version >= GROUP_STORE_VERSION)
+            .ok_or("unknown encoding in index")?;
         let entry = IndexEntry {
             id: arr(&e[0..32]),
             offset: u64::from_le_bytes(arr(&e[32..40])),
             stored_len: u32::from_le_bytes(arr(&e[40..44])),
             raw_len: u32::from_le_bytes(arr(&e[44..48])),
             encoding,
+            skip: u32::from_le_bytes(arr(&e[49..53])),
         };
         if entry.offset.saturating_add(entry.stored_len as u64) > pack_len {
             return Err("index entry points past the end of its pack".into());
+        }
+        let end = entry.skip as u64 + entry.raw_len as u64;
+        if (encoding == Encoding::Group && end > MAX_GROUP_RAW)
+            || (encoding != Encoding::Group && entry.skip != 0)
+        {
+            return Err("index entry with a bad group offset".into());
         }
         entries.push(entry);
     }
@@ -453,14 +516,41 @@ mod tests {
             stored_len: 10,
             raw_len: 4096,
             encoding: Encoding::Raw,
+            skip: 0,
         };
-        let b = encode_index(&[e, IndexEntry { id: [2; 32], ..e }], 200);
+        let g = IndexEntry {
+            id: [3; 32],
+            encoding: Encoding::Group,
+            skip: 1 << 20,
+            ..e
+        };
+        let b = encode_index(&[e, IndexEntry { id: [2; 32], ..e }, g], 200, 2);
+        let (v, len) = decode_index(&b).unwrap();
+        assert_eq!((v.len(), v[0], v[2], len), (3, e, g, 200));
+        // A version 1 index holds no group entries.
+        assert!(decode_index(&encode_index(&[g], 200, 1)).is_err());
+        let b = encode_index(&[e, IndexEntry { id: [2; 32], ..e }], 200, 1);
         let (v, len) = decode_index(&b).unwrap();
         assert_eq!((v.len(), v[0], len), (2, e, 200));
         let mut bad = b.clone();
         bad[30] ^= 1;
         assert!(decode_index(&bad).is_err());
         assert!(decode_index(&b[..b.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn member_tables_round_trip_and_reject_bad_counts() {
+        let m = vec![([1; 32], 1 << 20), ([2; 32], 4096)];
+        let mut b = encode_members(&m);
+        assert_eq!(b.len(), 4 + 2 * MEMBER_LEN);
+        b.extend_from_slice(b"frame");
+        assert_eq!(decode_members(&b).unwrap(), (m.clone(), 4 + 2 * MEMBER_LEN));
+        // A table longer than the payload, or of fewer than two members, is refused.
+        assert!(decode_members(&b[..4 + MEMBER_LEN]).is_err());
+        assert!(decode_members(&encode_members(&m[..1])).is_err());
+        let mut huge = b.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_members(&huge).is_err());
     }
 
     #[test]

@@ -71,10 +71,22 @@ pub fn read_masked(
 ) -> std::io::Result<(IoBuf, u64)> {
     // Every byte is either read or zeroed below.
     let mut buf = IoBuf::for_overwrite(window.len as usize);
+    let n = read_masked_into(src, extents, window, &mut buf)?;
+    Ok((buf, n))
+}
+
+/// [`read_masked`] into `buf` (`window.len` bytes, [`DIRECT_ALIGN`]-aligned for direct
+/// reads); returns the bytes of the span read.
+pub fn read_masked_into(
+    src: &dyn ReadAt,
+    extents: &[Extent],
+    window: Extent,
+    buf: &mut [u8],
+) -> std::io::Result<u64> {
     let pieces: Vec<Extent> = clip(extents, window).collect();
     let (Some(first), Some(last)) = (pieces.first(), pieces.last()) else {
         buf.fill(0);
-        return Ok((buf, 0));
+        return Ok(0);
     };
     let lo = (first.offset - window.offset) as usize;
     let hi = (last.end() - window.offset) as usize;
@@ -95,7 +107,7 @@ pub fn read_masked(
         pos = (p.end() - window.offset) as usize;
     }
     buf[pos..].fill(0);
-    Ok((buf, (hi - lo) as u64))
+    Ok((hi - lo) as u64)
 }
 
 /// The chunk indices that intersect normalized `extents`, in order.

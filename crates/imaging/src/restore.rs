@@ -18,7 +18,7 @@ use crate::format::*;
 use crate::io::{is_zero, IoBuf, ReadAt, WriteAt, DIRECT_ALIGN};
 use crate::pipeline::{read_masked, run};
 use crate::sink::{Event, Progress, Sink, Ticker};
-use crate::store::{Image, Store};
+use crate::store::{Chunk, Image, Store};
 use std::time::Instant;
 
 /// The first MiB: MBR, GPT header and entries, and the boot loader gap.
@@ -112,7 +112,7 @@ enum Done {
     Write {
         idx: u64,
         /// Decoded and verified content; None: all zeros.
-        data: Option<IoBuf>,
+        data: Option<Chunk>,
         /// Its size in the store, and the target bytes a delta compare read.
         stored: u64,
         target_read: u64,
@@ -254,7 +254,7 @@ impl Job<'_> {
             self.opts.threads
         };
         // Chunks that touch a deferred range wait here until every other chunk is written.
-        let mut held: Vec<(Extent, Option<IoBuf>)> = Vec::new();
+        let mut held: Vec<(Extent, Option<Chunk>)> = Vec::new();
         let mut ticker = Ticker::new();
         let entries_ref = &entries;
         let mask = &mask;
@@ -262,70 +262,18 @@ impl Job<'_> {
         run(
             threads,
             |emit| {
-                for &e in entries_ref {
-                    if !emit(e) {
-                        break;
-                    }
-                }
+                self.store.batches(entries_ref, |e| e.1, emit);
                 Ok(())
             },
-            |(idx, id): (u64, ChunkId)| self.prepare(idx, id, mask),
+            |batch: Vec<(u64, ChunkId)>| self.prepare(&batch, mask),
             |item| {
-                let done = item?;
-                let (idx, data, stored, target_read, runs) = match done {
-                    Done::Unchanged(idx, read) => {
-                        report.target_read_bytes += read;
-                        report.unchanged_chunks += 1;
-                        progress.skipped_chunks += 1;
-                        progress.done_chunks += 1;
-                        if let Some(p) = map.chunk_range(idx).intersect(&window) {
-                            progress.done_bytes += p.len;
-                        }
-                        return ticker.tick(sink, progress);
-                    }
-                    Done::Write {
-                        idx,
-                        data,
-                        stored,
-                        target_read,
-                        runs,
-                    } => (idx, data, stored, target_read, runs),
-                };
-                let range = map.chunk_range(idx);
-                report.read_bytes += stored;
-                report.target_read_bytes += target_read;
-                if data.is_some() {
-                    report.hashed_chunks += 1;
+                for done in item? {
+                    self.finish(done, &mut report, &mut progress, &mut held)?;
+                    // Once per chunk: the cancel check (and the tests' crash hook)
+                    // counts chunks.
+                    ticker.tick(sink, progress)?;
                 }
-                let Some(part) = range.intersect(&window) else {
-                    return Ok(());
-                };
-                if self.deferred.iter().any(|d| d.intersect(&part).is_some()) {
-                    held.push((range, data));
-                } else if data.is_none() && self.opts.target_is_zeroed {
-                    report.skipped_chunks += 1;
-                    progress.skipped_chunks += 1;
-                } else {
-                    let runs: Vec<Extent> = match runs {
-                        Some(runs) => runs.iter().filter_map(|r| r.intersect(&part)).collect(),
-                        None => vec![part],
-                    };
-                    for &run in &runs {
-                        write_chunk(self.target, self.place, range, run, data.as_deref())?;
-                        report.written_bytes += run.len;
-                    }
-                    if runs.is_empty() {
-                        // It differed only outside the window (one partition restored).
-                        report.unchanged_chunks += 1;
-                        progress.skipped_chunks += 1;
-                    } else {
-                        report.written_chunks += 1;
-                        progress.written_chunks += 1;
-                    }
-                }
-                progress.done_chunks += 1;
-                progress.done_bytes += part.len;
-                ticker.tick(sink, progress)
+                Ok(())
             },
         )?;
 
@@ -366,52 +314,152 @@ impl Job<'_> {
         Ok(report)
     }
 
-    /// Worker side of one chunk: the delta compare, then the store read and verify.
-    fn prepare(&self, idx: u64, id: ChunkId, mask: &[Extent]) -> Result<Done> {
+    /// Consumer side of one chunk: writes it (or holds it for the end, or counts it
+    /// unchanged), and counts it.
+    fn finish(
+        &self,
+        done: Done,
+        report: &mut RestoreReport,
+        progress: &mut Progress,
+        held: &mut Vec<(Extent, Option<Chunk>)>,
+    ) -> Result<()> {
+        let map = &self.image.map;
+        let window = self.window;
+        let (idx, data, stored, target_read, runs) = match done {
+            Done::Unchanged(idx, read) => {
+                report.target_read_bytes += read;
+                report.unchanged_chunks += 1;
+                progress.skipped_chunks += 1;
+                progress.done_chunks += 1;
+                if let Some(p) = map.chunk_range(idx).intersect(&window) {
+                    progress.done_bytes += p.len;
+                }
+                return Ok(());
+            }
+            Done::Write {
+                idx,
+                data,
+                stored,
+                target_read,
+                runs,
+            } => (idx, data, stored, target_read, runs),
+        };
+        let range = map.chunk_range(idx);
+        report.read_bytes += stored;
+        report.target_read_bytes += target_read;
+        if data.is_some() {
+            report.hashed_chunks += 1;
+        }
+        let Some(part) = range.intersect(&window) else {
+            return Ok(());
+        };
+        if self.deferred.iter().any(|d| d.intersect(&part).is_some()) {
+            held.push((range, data));
+        } else if data.is_none() && self.opts.target_is_zeroed {
+            report.skipped_chunks += 1;
+            progress.skipped_chunks += 1;
+        } else {
+            let runs: Vec<Extent> = match runs {
+                Some(runs) => runs.iter().filter_map(|r| r.intersect(&part)).collect(),
+                None => vec![part],
+            };
+            for &run in &runs {
+                write_chunk(self.target, self.place, range, run, data.as_deref())?;
+                report.written_bytes += run.len;
+            }
+            if runs.is_empty() {
+                // It differed only outside the window (one partition restored).
+                report.unchanged_chunks += 1;
+                progress.skipped_chunks += 1;
+            } else {
+                report.written_chunks += 1;
+                progress.written_chunks += 1;
+            }
+        }
+        progress.done_chunks += 1;
+        progress.done_bytes += part.len;
+        Ok(())
+    }
+
+    /// Worker side of a batch of chunks (one group frame's, or one chunk): the delta
+    /// compare of each, then the store read and verify of those that differ.
+    fn prepare(&self, batch: &[(u64, ChunkId)], mask: &[Extent]) -> Result<Vec<Done>> {
+        let mut compared = Vec::with_capacity(batch.len());
+        for &(idx, id) in batch {
+            compared.push(self.compare(idx, id, mask)?);
+        }
+        let wants: Vec<(ChunkId, u64)> = batch
+            .iter()
+            .zip(&compared)
+            .filter(|((_, id), c)| *id != ZERO_ID && !matches!(c, Compared::Same(_)))
+            .map(|(&(idx, id), _)| (id, self.image.map.chunk_range(idx).offset))
+            .collect();
+        let mut read = self.store.read_chunks(&wants).into_iter();
+        let mut done = Vec::with_capacity(batch.len());
+        for (&(idx, id), c) in batch.iter().zip(compared) {
+            let (target_read, on_target) = match c {
+                Compared::Same(n) => {
+                    done.push(Done::Unchanged(idx, n));
+                    continue;
+                }
+                Compared::Differs(n, old) => (n, old),
+            };
+            let (data, stored) = if id == ZERO_ID {
+                (None, 0)
+            } else {
+                let Some(r) = read.next() else {
+                    unreachable!("one read per chunk that differs")
+                };
+                let (data, stored) = r?;
+                (Some(data), stored)
+            };
+            let offset = self.image.map.chunk_range(idx).offset;
+            let runs = on_target.map(|old| differing_blocks(&old, data.as_deref(), offset));
+            done.push(Done::Write {
+                idx,
+                data,
+                stored,
+                target_read,
+                runs,
+            });
+        }
+        Ok(done)
+    }
+
+    /// The delta compare of one chunk: whether the target already holds it (and the
+    /// target bytes read). Without delta, or for a table area, it always differs.
+    fn compare(&self, idx: u64, id: ChunkId, mask: &[Extent]) -> Result<Compared> {
         let range = self.image.map.chunk_range(idx);
         let deferred = self.deferred.iter().any(|d| d.intersect(&range).is_some());
-        let mut target_read = 0;
-        let mut on_target = None;
-        if self.opts.delta && !deferred {
-            let shifted = Shifted {
-                inner: self.target,
-                place: self.place,
-            };
-            let (buf, n) =
-                read_masked(&shifted, mask, range).map_err(|source| Error::ReadTarget {
-                    offset: self.place.at(range.offset.max(self.window.offset)),
-                    source,
-                })?;
-            target_read = n;
-            let same = if id == ZERO_ID {
-                is_zero(&buf)
-            } else {
-                blake3::hash(&buf).as_bytes() == &id
-            };
-            if same {
-                return Ok(Done::Unchanged(idx, target_read));
-            }
-            on_target = Some(buf);
+        if !self.opts.delta || deferred {
+            return Ok(Compared::Differs(0, None));
         }
-        let (data, stored) = if id == ZERO_ID {
-            (None, 0)
-        } else {
-            let (loc, bytes) = self.store.read_stored(&id, range.offset)?;
-            let stored = bytes.len() as u64;
-            (
-                Some(self.store.decode(&id, range.offset, &loc, bytes)?),
-                stored,
-            )
+        let shifted = Shifted {
+            inner: self.target,
+            place: self.place,
         };
-        let runs = on_target.map(|old| differing_blocks(&old, data.as_deref(), range.offset));
-        Ok(Done::Write {
-            idx,
-            data,
-            stored,
-            target_read,
-            runs,
+        let (buf, n) = read_masked(&shifted, mask, range).map_err(|source| Error::ReadTarget {
+            offset: self.place.at(range.offset.max(self.window.offset)),
+            source,
+        })?;
+        let same = if id == ZERO_ID {
+            is_zero(&buf)
+        } else {
+            blake3::hash(&buf).as_bytes() == &id
+        };
+        Ok(if same {
+            Compared::Same(n)
+        } else {
+            Compared::Differs(n, Some(buf))
         })
     }
+}
+
+/// A chunk after the delta compare: the target bytes read, and what the target holds
+/// where it differs (None: not compared).
+enum Compared {
+    Same(u64),
+    Differs(u64, Option<IoBuf>),
 }
 
 /// The [`DIRECT_ALIGN`]-sized blocks where `old` (a chunk as read from the target,

@@ -64,6 +64,16 @@ pub struct Location {
     pub stored_len: u32,
     pub raw_len: u32,
     pub encoding: Encoding,
+    /// A group member's offset in what its frame decodes to (FORMAT.md §3).
+    pub skip: u32,
+}
+
+impl Location {
+    /// The group frame this chunk is decoded from, if it is a group member: chunks
+    /// with the same key are decoded together.
+    pub fn frame(&self) -> Option<FrameKey> {
+        (self.encoding == Encoding::Group).then_some((self.pack, self.offset))
+    }
 }
 
 /// An image loaded and checked: manifest, map, root hash.
@@ -86,6 +96,65 @@ pub struct Store {
     index: HashMap<ChunkId, Location>,
     /// The writer lock, held by a store opened with [`Store::open_writable`].
     lock: Option<File>,
+    /// The group frames [`Store::read_chunk`] decoded last, newest first: a file read
+    /// chunk by chunk (the browser) decodes each frame once, not once per member.
+    recent: std::sync::Mutex<Vec<(FrameKey, Frame)>>,
+}
+
+/// A decoded and verified chunk: a buffer of its own, or its bytes inside a decoded group
+/// frame that the frame's other members share (no copy). Either way page-aligned, so a
+/// restore writes it with direct I/O.
+#[derive(Debug)]
+pub enum Chunk {
+    Own(IoBuf),
+    InFrame(std::sync::Arc<IoBuf>, std::ops::Range<usize>),
+}
+
+impl Chunk {
+    /// The chunk in a buffer of its own (copied out of a shared frame), for a caller
+    /// that keeps chunks a while and should not keep whole frames alive for them.
+    pub fn into_own(self) -> IoBuf {
+        match self {
+            Chunk::Own(b) => b,
+            Chunk::InFrame(..) => {
+                let mut b = IoBuf::for_overwrite(self.len());
+                b.copy_from_slice(&self);
+                b
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Chunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Chunk::Own(b) => b,
+            Chunk::InFrame(f, r) => &f[r.clone()],
+        }
+    }
+}
+
+/// A group frame: its pack and offset ([`Location::frame`]).
+pub type FrameKey = (u32, u64);
+
+/// A decoded group frame, shared by the members taken from it.
+type Frame = std::sync::Arc<IoBuf>;
+
+/// Frames [`Store::read_chunk`] keeps decoded.
+const RECENT_FRAMES: usize = 2;
+
+/// Checks decoded bytes hash to the chunk's id: nothing unverified leaves the store.
+fn check_id(id: &ChunkId, disk_offset: u64, raw: &[u8]) -> Result<()> {
+    let actual = *blake3::hash(raw).as_bytes();
+    if &actual != id {
+        return Err(Error::ChunkDigestMismatch {
+            offset: disk_offset,
+            expected: *id,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 fn now_rfc3339() -> String {
@@ -176,7 +245,7 @@ impl Store {
             });
         }
         let version = value.get("version").and_then(|v| v.as_u64()).unwrap_or(0);
-        if version != STORE_VERSION as u64 {
+        if !(MIN_STORE_VERSION as u64..=STORE_VERSION as u64).contains(&version) {
             return Err(Error::StoreVersion {
                 path: root,
                 found: version,
@@ -197,6 +266,7 @@ impl Store {
             pack_lens: Vec::new(),
             index: HashMap::new(),
             lock: None,
+            recent: Default::default(),
         };
         store.load_indexes()?;
         Ok(store)
@@ -255,6 +325,12 @@ impl Store {
 
     pub fn chunk_size(&self) -> u32 {
         self.config.chunk_size
+    }
+
+    /// True when captures may write group records (FORMAT.md §3): the store is version
+    /// 2 or later. A version 1 store stays readable by the Imprint that made it.
+    pub fn groups(&self) -> bool {
+        self.config.version >= GROUP_STORE_VERSION
     }
 
     fn packs_dir(&self) -> PathBuf {
@@ -316,6 +392,7 @@ impl Store {
                 stored_len: e.stored_len,
                 raw_len: e.raw_len,
                 encoding: e.encoding,
+                skip: e.skip,
             });
         }
     }
@@ -378,7 +455,7 @@ impl Store {
         disk_offset: u64,
         loc: &Location,
         stored: IoBuf,
-    ) -> Result<IoBuf> {
+    ) -> Result<Chunk> {
         let (raw, decoded) = match loc.encoding {
             Encoding::Raw => {
                 let n = stored.len();
@@ -392,6 +469,10 @@ impl Store {
                     .map_err(|e| self.corrupt(id, disk_offset, loc, format!("zstd: {e}")))?;
                 (out, n)
             }
+            Encoding::Group => {
+                let frame = self.decode_frame(id, disk_offset, loc, &stored)?;
+                return self.member(id, disk_offset, loc, &Frame::new(frame));
+            }
         };
         if decoded != loc.raw_len as usize {
             return Err(self.corrupt(
@@ -401,21 +482,158 @@ impl Store {
                 format!("decoded to {decoded} bytes, expected {}", loc.raw_len),
             ));
         }
-        let actual = *blake3::hash(&raw).as_bytes();
-        if &actual != id {
-            return Err(Error::ChunkDigestMismatch {
-                offset: disk_offset,
-                expected: *id,
-                actual,
-            });
+        check_id(id, disk_offset, &raw)?;
+        Ok(Chunk::Own(raw))
+    }
+
+    /// Decodes a whole group frame (FORMAT.md §3): the size its header declares, at most
+    /// [`MAX_GROUP_RAW`], and at least enough for the member `loc`.
+    fn decode_frame(
+        &self,
+        id: &ChunkId,
+        disk_offset: u64,
+        loc: &Location,
+        stored: &[u8],
+    ) -> Result<IoBuf> {
+        let corrupt = |reason: String| self.corrupt(id, disk_offset, loc, reason);
+        let size = match zstd::zstd_safe::get_frame_content_size(stored) {
+            Ok(Some(n)) if n <= MAX_GROUP_RAW => n as usize,
+            Ok(Some(n)) => return Err(corrupt(format!("group frame of {n} bytes"))),
+            Ok(None) | Err(_) => {
+                return Err(corrupt("group frame without a valid header".into()));
+            }
+        };
+        let mut out = IoBuf::for_overwrite(size);
+        let n = decompress(stored, &mut out).map_err(|e| corrupt(format!("zstd: {e}")))?;
+        if n != size {
+            return Err(corrupt(format!(
+                "group decoded to {n} bytes, expected {size}"
+            )));
         }
-        Ok(raw)
+        Ok(out)
+    }
+
+    /// Member `loc` of its decoded group frame, checked to hash to `id`.
+    fn member(
+        &self,
+        id: &ChunkId,
+        disk_offset: u64,
+        loc: &Location,
+        frame: &Frame,
+    ) -> Result<Chunk> {
+        let range = loc.skip as usize..(loc.skip as usize + loc.raw_len as usize);
+        let Some(bytes) = frame.get(range.clone()) else {
+            return Err(self.corrupt(
+                id,
+                disk_offset,
+                loc,
+                format!(
+                    "group decoded to {} bytes, too few for this chunk",
+                    frame.len()
+                ),
+            ));
+        };
+        check_id(id, disk_offset, bytes)?;
+        Ok(Chunk::InFrame(frame.clone(), range))
     }
 
     /// Reads, decodes and verifies one chunk.
-    pub fn read_chunk(&self, id: &ChunkId, disk_offset: u64) -> Result<IoBuf> {
-        let (loc, stored) = self.read_stored(id, disk_offset)?;
-        self.decode(id, disk_offset, &loc, stored)
+    pub fn read_chunk(&self, id: &ChunkId, disk_offset: u64) -> Result<Chunk> {
+        let (loc, frame) = match self.location(id).and_then(|l| Some((l, l.frame()?))) {
+            Some(member) => member,
+            None => {
+                let (loc, stored) = self.read_stored(id, disk_offset)?;
+                return self.decode(id, disk_offset, &loc, stored);
+            }
+        };
+        let cached = self
+            .recent
+            .lock()
+            .ok()
+            .and_then(|r| r.iter().find(|(k, _)| *k == frame).map(|(_, f)| f.clone()));
+        let decoded = match cached {
+            Some(f) => f,
+            None => {
+                let (loc, stored) = self.read_stored(id, disk_offset)?;
+                let f = Frame::new(self.decode_frame(id, disk_offset, &loc, &stored)?);
+                if let Ok(mut r) = self.recent.lock() {
+                    r.insert(0, (frame, f.clone()));
+                    r.truncate(RECENT_FRAMES);
+                }
+                f
+            }
+        };
+        self.member(id, disk_offset, &loc, &decoded)
+    }
+
+    /// Cuts `items` (chunks, in the order a job goes through them) into batches for
+    /// [`crate::pipeline::run`]'s workers, handing each to `emit` until it returns false.
+    /// The chunks of one group frame go into one batch, with any chunks between them
+    /// that belong to no frame, so a worker reads and decodes the frame once
+    /// ([`Store::read_chunks`]) and workers decode different frames at the same time.
+    /// Every other chunk is a batch of its own.
+    pub fn batches<T: Copy>(
+        &self,
+        items: &[T],
+        id: impl Fn(&T) -> ChunkId,
+        emit: &dyn Fn(Vec<T>) -> bool,
+    ) {
+        const MAX_BATCH: usize = 64;
+        let mut batch: Vec<T> = Vec::new();
+        let mut frame = None;
+        for item in items {
+            let key = self.location(&id(item)).and_then(|l| l.frame());
+            let other_frame = key.is_some() && key != frame;
+            if !batch.is_empty() && (frame.is_none() || other_frame || batch.len() >= MAX_BATCH) {
+                if !emit(std::mem::take(&mut batch)) {
+                    return;
+                }
+                frame = None;
+            }
+            if frame.is_none() {
+                frame = key;
+            }
+            batch.push(*item);
+        }
+        if !batch.is_empty() {
+            emit(batch);
+        }
+    }
+
+    /// Reads, decodes and verifies several chunks (id and disk offset each), reading
+    /// and decoding each group frame among them once. Returns each chunk, or its
+    /// error, in order, with the stored bytes read for it (a frame's are counted on the
+    /// first of its members).
+    pub fn read_chunks(&self, wants: &[(ChunkId, u64)]) -> Vec<Result<(Chunk, u64)>> {
+        let mut frames: Vec<(FrameKey, Result<Frame>)> = Vec::new();
+        wants
+            .iter()
+            .map(|(id, off)| {
+                let loc = self.location(id);
+                let Some(key) = loc.and_then(|l| l.frame()) else {
+                    let (loc, stored) = self.read_stored(id, *off)?;
+                    let n = stored.len() as u64;
+                    return Ok((self.decode(id, *off, &loc, stored)?, n));
+                };
+                let loc = loc.unwrap_or_else(|| unreachable!("a frame has a location"));
+                let mut read = 0;
+                if !frames.iter().any(|(k, _)| *k == key) {
+                    let frame = self.read_stored(id, *off).and_then(|(loc, stored)| {
+                        read = stored.len() as u64;
+                        self.decode_frame(id, *off, &loc, &stored).map(Frame::new)
+                    });
+                    frames.push((key, frame));
+                }
+                match frames.iter().find(|(k, _)| *k == key) {
+                    Some((_, Ok(frame))) => Ok((self.member(id, *off, &loc, frame)?, read)),
+                    // Each member says the frame's failure at its own offset.
+                    _ => {
+                        let (loc, stored) = self.read_stored(id, *off)?;
+                        Ok((self.decode(id, *off, &loc, stored)?, 0))
+                    }
+                }
+            })
+            .collect()
     }
 
     fn corrupt(&self, id: &ChunkId, offset: u64, loc: &Location, reason: String) -> Error {
@@ -426,13 +644,6 @@ impl Store {
             pack_offset: loc.offset,
             reason,
         }
-    }
-
-    /// Compressed bytes of the given distinct chunks.
-    pub fn stored_bytes<'a>(&self, ids: impl Iterator<Item = &'a ChunkId>) -> u64 {
-        ids.filter_map(|id| self.index.get(id))
-            .map(|l| l.stored_len as u64)
-            .sum()
     }
 
     // ---- images ----
@@ -573,6 +784,7 @@ impl Store {
             store: self,
             pack: None,
             session: HashMap::new(),
+            records: 0,
             new_bytes: 0,
         })
     }
@@ -606,7 +818,7 @@ impl Store {
             write_atomic(
                 &dir,
                 &format!("{name}.idx"),
-                &encode_index(&entries, good_len),
+                &encode_index(&entries, good_len, self.config.version),
             )?;
             self.add_pack(name, &entries, good_len);
         }
@@ -665,29 +877,69 @@ fn scan_pack(p: &Path) -> Result<(Vec<IndexEntry>, u64)> {
         if f.read_exact_at(&mut payload, start).is_err() {
             break;
         }
-        let raw = match rec.encoding {
-            Encoding::Raw => payload,
-            Encoding::Zstd => match zstd::bulk::decompress(&payload, rec.raw_len as usize) {
-                Ok(r) => r,
-                Err(_) => break,
-            },
+        let kept = match rec.encoding {
+            Encoding::Raw => scan_single(&rec, start, &payload, payload.to_vec()),
+            Encoding::Zstd => zstd::bulk::decompress(&payload, rec.raw_len as usize)
+                .ok()
+                .and_then(|raw| scan_single(&rec, start, &payload, raw)),
+            Encoding::Group => scan_group(&rec, start, &payload),
         };
-        if blake3::hash(&raw).as_bytes() != &rec.id {
+        let Some(kept) = kept else {
             break;
-        }
-        if seen.insert(rec.id) {
-            entries.push(IndexEntry {
-                id: rec.id,
-                offset: start,
-                stored_len: rec.stored_len,
-                raw_len: rec.raw_len,
-                encoding: rec.encoding,
-            });
-        }
+        };
+        entries.extend(kept.into_iter().filter(|e| seen.insert(e.id)));
         pos = end;
     }
     let good_len = if entries.is_empty() { 0 } else { pos };
     Ok((entries, good_len))
+}
+
+/// The index entry of a single-chunk record found by [`scan_pack`], if its payload
+/// decoded to `raw` hashes to its id.
+fn scan_single(
+    rec: &RecordHeader,
+    start: u64,
+    payload: &[u8],
+    raw: Vec<u8>,
+) -> Option<Vec<IndexEntry>> {
+    (blake3::hash(&raw).as_bytes() == &rec.id).then(|| {
+        vec![IndexEntry {
+            id: rec.id,
+            offset: start,
+            stored_len: payload.len() as u32,
+            raw_len: rec.raw_len,
+            encoding: rec.encoding,
+            skip: 0,
+        }]
+    })
+}
+
+/// The index entries of a group record found by [`scan_pack`] (FORMAT.md §3), if its
+/// member table matches the header's id and every member decodes to its id.
+fn scan_group(rec: &RecordHeader, start: u64, payload: &[u8]) -> Option<Vec<IndexEntry>> {
+    let (members, table) = decode_members(payload).ok()?;
+    if blake3::hash(&payload[..table]).as_bytes() != &rec.id || rec.raw_len as u64 > MAX_GROUP_RAW {
+        return None;
+    }
+    let raw = zstd::bulk::decompress(&payload[table..], rec.raw_len as usize).ok()?;
+    let mut skip = 0usize;
+    let mut entries = Vec::with_capacity(members.len());
+    for (id, len) in members {
+        let chunk = raw.get(skip..skip + len as usize)?;
+        if blake3::hash(chunk).as_bytes() != &id {
+            return None;
+        }
+        entries.push(IndexEntry {
+            id,
+            offset: start + table as u64,
+            stored_len: (payload.len() - table) as u32,
+            raw_len: len,
+            encoding: Encoding::Group,
+            skip: skip as u32,
+        });
+        skip += len as usize;
+    }
+    (skip == raw.len()).then_some(entries)
 }
 
 /// A store's chunk size must be a power of two in 4 KiB..64 MiB (FORMAT.md §2).
@@ -772,8 +1024,11 @@ impl OpenPack {
 pub struct StoreWriter<'a> {
     store: &'a Store,
     pack: Option<OpenPack>,
-    /// Ids added in this session, with their stored length.
-    session: HashMap<ChunkId, u32>,
+    /// Ids added in this session, with the number of the record that holds them (one
+    /// group record holds several) and its stored length.
+    session: HashMap<ChunkId, (u64, u32)>,
+    /// Records written in this session.
+    records: u64,
     new_bytes: u64,
 }
 
@@ -796,12 +1051,20 @@ impl<'a> StoreWriter<'a> {
         self.session.contains_key(id) || self.store.contains(id)
     }
 
-    /// Stored length of a chunk, whether it is in the store or was added in this session.
-    pub fn stored_len(&self, id: &ChunkId) -> Option<u32> {
-        self.session
-            .get(id)
-            .copied()
-            .or_else(|| self.store.location(id).map(|l| l.stored_len))
+    /// Stored bytes of the given distinct chunks, in the store or added in this session,
+    /// counting a group record's bytes once however many of its members are given.
+    pub fn stored_bytes<'b>(&self, ids: impl Iterator<Item = &'b ChunkId>) -> u64 {
+        let mut records = HashSet::new();
+        ids.filter_map(|id| match self.session.get(id) {
+            Some(&(record, len)) => Some(((u32::MAX, record), len)),
+            None => self
+                .store
+                .location(id)
+                .map(|l| ((l.pack, l.offset), l.stored_len)),
+        })
+        .filter(|(record, _)| records.insert(*record))
+        .map(|(_, len)| u64::from(len))
+        .sum()
     }
 
     /// Compressed bytes added so far.
@@ -825,7 +1088,62 @@ impl<'a> StoreWriter<'a> {
         if self.has(&id) {
             return Ok(false);
         }
-        let rec_len = RECORD_HEADER_LEN as u64 + payload.len() as u64;
+        let header = RecordHeader {
+            encoding,
+            stored_len: payload.len() as u32,
+            raw_len,
+            id,
+        };
+        let at = self.append(&header, &[payload])?;
+        self.index(IndexEntry {
+            id,
+            offset: at,
+            stored_len: payload.len() as u32,
+            raw_len,
+            encoding,
+            skip: 0,
+        });
+        Ok(true)
+    }
+
+    /// Appends a group record (FORMAT.md §3): `frame` is one zstd frame of the members'
+    /// bytes, back to back, in order. Members already stored get no index entry; when
+    /// all are, nothing is written. Returns, per member, whether it was added.
+    pub fn put_group(&mut self, members: &[Member], frame: &[u8]) -> Result<Vec<bool>> {
+        let added: Vec<bool> = members.iter().map(|(id, _)| !self.has(id)).collect();
+        if !added.contains(&true) {
+            return Ok(added);
+        }
+        let table = encode_members(members);
+        let header = RecordHeader {
+            encoding: Encoding::Group,
+            stored_len: (table.len() + frame.len()) as u32,
+            raw_len: members.iter().map(|(_, n)| n).sum(),
+            id: *blake3::hash(&table).as_bytes(),
+        };
+        let at = self.append(&header, &[&table, frame])?;
+        let mut skip = 0;
+        for (&(id, raw_len), &new) in members.iter().zip(&added) {
+            if new {
+                self.index(IndexEntry {
+                    id,
+                    offset: at + table.len() as u64,
+                    stored_len: frame.len() as u32,
+                    raw_len,
+                    encoding: Encoding::Group,
+                    skip,
+                });
+            }
+            skip += raw_len;
+        }
+        Ok(added)
+    }
+
+    /// Writes one record (its header, then the payload's parts) to the open pack,
+    /// sealing a full one and opening a new one first. Returns the payload's offset.
+    fn append(&mut self, header: &RecordHeader, payload: &[&[u8]]) -> Result<u64> {
+        let len: u64 = payload.iter().map(|p| p.len() as u64).sum();
+        let rec_len = RECORD_HEADER_LEN as u64 + len;
         if self
             .pack
             .as_ref()
@@ -839,31 +1157,28 @@ impl<'a> StoreWriter<'a> {
         let Some(pack) = self.pack.as_mut() else {
             unreachable!("a pack was just opened")
         };
-        let header = RecordHeader {
-            encoding,
-            stored_len: payload.len() as u32,
-            raw_len,
-            id,
-        };
-        let r = pack
-            .file
-            .write_all(&header.encode())
-            .and_then(|_| pack.file.write_all(payload));
+        let mut r = pack.file.write_all(&header.encode());
+        for part in payload {
+            r = r.and_then(|_| pack.file.write_all(part));
+        }
         if let Err(e) = r {
             return Err(Error::io("writing pack", &pack.path, e));
         }
-        pack.entries.push(IndexEntry {
-            id,
-            offset: pack.len + RECORD_HEADER_LEN as u64,
-            stored_len: payload.len() as u32,
-            raw_len,
-            encoding,
-        });
+        let at = pack.len + RECORD_HEADER_LEN as u64;
         pack.len += rec_len;
         pack.write_back();
-        self.session.insert(id, payload.len() as u32);
-        self.new_bytes += payload.len() as u64;
-        Ok(true)
+        self.records += 1;
+        self.new_bytes += len;
+        Ok(at)
+    }
+
+    /// Records a chunk of the record [`StoreWriter::append`] just wrote.
+    fn index(&mut self, entry: IndexEntry) {
+        self.session
+            .insert(entry.id, (self.records, entry.stored_len));
+        if let Some(pack) = self.pack.as_mut() {
+            pack.entries.push(entry);
+        }
     }
 
     fn new_pack(&self) -> Result<OpenPack> {
@@ -876,7 +1191,7 @@ impl<'a> StoreWriter<'a> {
             .open(&path)
             .map_err(|e| Error::io("creating pack", &path, e))?;
         let mut file = Appender::new(f, 4 << 20);
-        file.write_all(&pack_header(&id))
+        file.write_all(&pack_header(&id, self.store.config.version))
             .map_err(|e| Error::io("writing pack", &path, e))?;
         Ok(OpenPack {
             name,
@@ -897,7 +1212,7 @@ impl<'a> StoreWriter<'a> {
         pack.file
             .sync()
             .map_err(|e| Error::io("syncing pack", &pack.path, e))?;
-        let idx = encode_index(&pack.entries, pack.len);
+        let idx = encode_index(&pack.entries, pack.len, self.store.config.version);
         write_atomic(&self.store.packs_dir(), &format!("{}.idx", pack.name), &idx)?;
         self.store.write_list("packs")
     }

@@ -8,7 +8,7 @@ use crate::format::*;
 use crate::io::{is_zero, IoBuf, ReadAt};
 use crate::pipeline::{read_masked, run};
 use crate::sink::{Event, Progress, Sink, Ticker};
-use crate::store::{Image, Store};
+use crate::store::{Chunk, Image, Store};
 use std::collections::HashSet;
 use std::time::Instant;
 
@@ -62,35 +62,38 @@ pub fn verify_image(
     run(
         pick(threads),
         |emit| {
-            for &(idx, id) in todo_ref {
-                let off = map.chunk_range(idx).offset;
-                if !emit((off, id, store.read_stored(&id, off))) {
-                    break;
-                }
-            }
+            store.batches(todo_ref, |e| e.1, emit);
             Ok(())
         },
-        |(off, id, stored)| -> (u64, Result<()>) {
-            match stored {
-                Ok((loc, bytes)) => {
-                    let n = bytes.len() as u64;
-                    (n, store.decode(&id, off, &loc, bytes).map(|_| ()))
-                }
-                Err(e) => (0, Err(e)),
-            }
+        |batch: Vec<(u64, ChunkId)>| -> Vec<(u64, Result<()>)> {
+            let wants: Vec<(ChunkId, u64)> = batch
+                .iter()
+                .map(|&(idx, id)| (id, map.chunk_range(idx).offset))
+                .collect();
+            store
+                .read_chunks(&wants)
+                .into_iter()
+                .map(|r| match r {
+                    Ok((_, n)) => (n, Ok(())),
+                    Err(e) => (0, Err(e)),
+                })
+                .collect()
         },
-        |(n, r)| {
-            report.read_bytes += n;
-            progress.done_chunks += 1;
-            progress.done_bytes += map.chunk_size as u64;
-            if let Err(e) = r {
-                bad += 1;
-                if bad <= MAX_LISTED {
-                    sink.event(Event::Warning(e.to_string()));
+        |results| {
+            for (n, r) in results {
+                report.read_bytes += n;
+                progress.done_chunks += 1;
+                progress.done_bytes += map.chunk_size as u64;
+                if let Err(e) = r {
+                    bad += 1;
+                    if bad <= MAX_LISTED {
+                        sink.event(Event::Warning(e.to_string()));
+                    }
+                    first.get_or_insert(e);
                 }
-                first.get_or_insert(e);
+                ticker.tick(sink, progress)?;
             }
-            ticker.tick(sink, progress)
+            Ok(())
         },
     )?;
     progress.done_bytes = progress.total_bytes;
@@ -193,7 +196,7 @@ pub fn verify_against_excluding(
                 return Ok((window.offset, 0, true));
             }
             let want = match (store, id == ZERO_ID) {
-                (_, true) => IoBuf::new(window.len as usize),
+                (_, true) => Chunk::Own(IoBuf::new(window.len as usize)),
                 (Some(s), false) => s.read_chunk(&id, window.offset)?,
                 (None, false) => unreachable!("exclusions need the store"),
             };

@@ -142,8 +142,14 @@ fn flip_byte_in_a_pack(root: &Path) {
         .find(|p| p.extension().is_some_and(|x| x == "pack"))
         .unwrap();
     let mut b = std::fs::read(&p).unwrap();
-    // The first record's payload starts after the pack header (32) and record header (64).
-    b[32 + 64 + 100] ^= 0x55;
+    // The first record's payload starts after the pack header (32) and record header
+    // (64); a group record's frame after its member table (FORMAT.md §3).
+    let mut frame = 32 + 64;
+    if b[32 + 4] == 2 {
+        let members = u32::from_le_bytes(b[frame..frame + 4].try_into().unwrap()) as usize;
+        frame += 4 + 36 * members;
+    }
+    b[frame + 100] ^= 0x55;
     std::fs::write(&p, b).unwrap();
 }
 
@@ -166,16 +172,8 @@ fn a_flipped_byte_in_a_pack_fails_verify_and_stops_restore_with_the_table_zeroed
     );
 
     // A target that held a bootable-looking first MiB.
-    let target = MemDisk::from_vec(vec![0xAA; disk.len()]);
-    let e = restore(
-        &store,
-        &img,
-        &target,
-        disk.len() as u64,
-        &RestoreOptions::default(),
-        &mut NullSink,
-    )
-    .unwrap_err();
+    let (target, r) = restore_onto(&store, &img, 0xAA, disk.len());
+    let e = r.unwrap_err();
     let msg = e.to_string();
     assert!(e.is_mismatch(), "{msg}");
     assert!(msg.contains("first MiB was zeroed"), "{msg}");
@@ -306,4 +304,229 @@ fn a_name_taken_in_another_case_is_refused() {
     )
     .unwrap_err();
     assert!(matches!(e, Error::ImageExists { .. }), "{e}");
+}
+
+/// 24 MiB of text that compresses, different in every MiB, with a random MiB and a
+/// zero MiB among it.
+fn text_disk() -> Vec<u8> {
+    let mut v = Vec::with_capacity(24 * MIB);
+    let mut x = 7u64;
+    for mib in 0..24 {
+        for line in 0.. {
+            if v.len() >= (mib + 1) * MIB {
+                break;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let s = match mib {
+                5 => format!("{}", x as u8 as char),
+                9 => "\0".to_string(),
+                _ => format!(
+                    "mib {mib} line {line}: value {} of the sequence\n",
+                    x % 1000
+                ),
+            };
+            v.extend_from_slice(s.as_bytes());
+        }
+        v.truncate((mib + 1) * MIB);
+    }
+    v
+}
+
+/// Restores `img` onto a disk of `len` bytes of `fill`; returns the disk and the result.
+fn restore_onto(
+    store: &Store,
+    img: &Image,
+    fill: u8,
+    len: usize,
+) -> (MemDisk, Result<RestoreReport>) {
+    let target = MemDisk::from_vec(vec![fill; len]);
+    let opts = RestoreOptions::default();
+    let r = restore(store, img, &target, len as u64, &opts, &mut NullSink);
+    (target, r)
+}
+
+/// Restores `img` onto a zeroed disk and checks it comes out as `disk`.
+fn restores_to(store: &Store, img: &Image, disk: &[u8]) -> RestoreReport {
+    let (target, r) = restore_onto(store, img, 0, disk.len());
+    assert!(target.to_vec() == disk);
+    r.unwrap()
+}
+
+/// The encodings of every chunk the image refers to.
+fn encodings(store: &Store, img: &Image) -> Vec<imaging::format::Encoding> {
+    img.map
+        .entries
+        .iter()
+        .filter(|(_, id)| *id != imaging::format::ZERO_ID)
+        .map(|(_, id)| store.location(id).unwrap().encoding)
+        .collect()
+}
+
+#[test]
+fn new_chunks_are_compressed_in_group_frames_that_restore_verify_and_delta_like_chunks() {
+    use imaging::format::Encoding;
+    let t = tempfile::tempdir().unwrap();
+    let disk = text_disk();
+    let rep = cap(t.path(), &disk, "a");
+    assert_eq!((rep.new_chunks, rep.zero_chunks), (23, 1), "{rep:?}");
+    let store = Store::open(t.path()).unwrap();
+    let img = store.load_image("a").unwrap();
+    let enc = encodings(&store, &img);
+    // Frames of up to four 1 MiB chunks; the random MiB compresses too (one byte a
+    // line of text), so every chunk is in a frame.
+    assert!(enc.iter().all(|e| *e == Encoding::Group), "{enc:?}");
+    let frames: std::collections::HashSet<_> = img
+        .map
+        .entries
+        .iter()
+        .filter_map(|(_, id)| store.location(id).and_then(|l| l.frame()))
+        .collect();
+    assert_eq!(
+        frames.len(),
+        6,
+        "24 chunks less the zero one, in runs of four"
+    );
+    // The image's size counts each frame once, and is what the packs hold.
+    let packs = dir_size(&t.path().join("packs"));
+    let stats = &img.manifest.stats;
+    assert!(
+        stats.stored_bytes < packs && packs - stats.stored_bytes < 4096,
+        "{stats:?} {packs}"
+    );
+    assert_eq!(
+        stats.stored_bytes,
+        stats.new_bytes - 6 * (4 + 4 * 36) + 36,
+        "{stats:?}"
+    );
+
+    let r = verify_image(&store, &img, 2, &mut NullSink).unwrap();
+    assert_eq!(r.read_bytes, stats.stored_bytes, "each frame read once");
+    let full = restores_to(&store, &img, &disk);
+    assert_eq!(full.read_bytes, stats.stored_bytes, "each frame read once");
+
+    // Chunk by chunk (as the browser reads files), backwards across frames too.
+    for &(idx, id) in img.map.entries.iter().rev() {
+        if id != imaging::format::ZERO_ID {
+            let at = idx as usize * MIB;
+            let got = store.read_chunk(&id, at as u64).unwrap();
+            assert!(got[..] == disk[at..at + MIB], "chunk {idx}");
+        }
+    }
+
+    // A delta onto a copy with one changed byte in the third chunk of a frame reads
+    // and writes only that chunk's frame and block.
+    let mut old = disk.clone();
+    old[14 * MIB + 5000] ^= 1;
+    let target = MemDisk::from_vec(old);
+    let delta = RestoreOptions {
+        delta: true,
+        ..Default::default()
+    };
+    let r = restore(
+        &store,
+        &img,
+        &target,
+        disk.len() as u64,
+        &delta,
+        &mut NullSink,
+    )
+    .unwrap();
+    assert_eq!(target.to_vec(), disk);
+    assert_eq!((r.unchanged_chunks, r.hashed_chunks), (22, 2), "{r:?}");
+    // The table area (first MiB) is always written; the changed chunk is one 4 KiB block.
+    assert_eq!(r.written_bytes, MIB as u64 + 4096, "{r:?}");
+
+    // A damaged frame fails each of its members, and the restore stops.
+    let key = store.location(&img.map.entries[13].1).unwrap();
+    let pack = std::fs::read_dir(t.path().join("packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "pack"))
+        .unwrap();
+    let mut b = std::fs::read(&pack).unwrap();
+    b[key.offset as usize + key.stored_len as usize / 2] ^= 0x55;
+    std::fs::write(&pack, b).unwrap();
+    let e = verify_image(&store, &img, 2, &mut NullSink).unwrap_err();
+    assert!(e.to_string().starts_with("4 damaged chunk"), "{e}");
+    let e = restore_onto(&store, &img, 0, disk.len()).1.unwrap_err();
+    assert!(e.is_mismatch(), "{e}");
+}
+
+#[test]
+fn group_records_of_a_capture_that_died_are_recovered_and_reused() {
+    let t = tempfile::tempdir().unwrap();
+    // Random bytes: frames as large as their chunks, so the first leaves the 4 MiB
+    // write buffer before the crash.
+    let mut x = 99u64;
+    let disk: Vec<u8> = (0..12 * MIB)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    {
+        let store = Store::open_writable(t.path(), DEFAULT_CHUNK_SIZE).unwrap();
+        let mut w = store.writer().unwrap();
+        // Two group frames of four chunks each, then the crash: no seal, no manifest.
+        for frame in disk.chunks(4 * MIB).take(2) {
+            let members: Vec<_> = frame
+                .chunks(MIB)
+                .map(|c| (*blake3::hash(c).as_bytes(), c.len() as u32))
+                .collect();
+            let z = zstd::bulk::compress(frame, 3).unwrap();
+            assert_eq!(w.put_group(&members, &z).unwrap(), vec![true; 4]);
+        }
+        std::mem::forget(w);
+    }
+    let store = Store::open_writable(t.path(), DEFAULT_CHUNK_SIZE).unwrap();
+    assert!(
+        store.chunk_count() >= 4,
+        "at least the first frame left the write buffer"
+    );
+    let first = store
+        .location(blake3::hash(&disk[MIB..2 * MIB]).as_bytes())
+        .unwrap();
+    assert_eq!(
+        (first.encoding, first.skip),
+        (imaging::format::Encoding::Group, MIB as u32)
+    );
+    drop(store);
+    let rep = cap(t.path(), &disk, "a");
+    assert!(rep.dedup_chunks >= 4, "{rep:?}");
+    let store = Store::open(t.path()).unwrap();
+    let img = store.load_image("a").unwrap();
+    verify_image(&store, &img, 2, &mut NullSink).unwrap();
+    restores_to(&store, &img, &disk);
+}
+
+#[test]
+fn a_version_1_store_gets_no_group_records_and_stays_version_1() {
+    use imaging::format::Encoding;
+    let t = tempfile::tempdir().unwrap();
+    drop(Store::create(t.path(), DEFAULT_CHUNK_SIZE).unwrap());
+    let cfg = t.path().join("imprint-store.json");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.contains("\"version\": 2"), "{text}");
+    std::fs::write(&cfg, text.replace("\"version\": 2", "\"version\": 1")).unwrap();
+    let disk = text_disk();
+    cap(t.path(), &disk, "a");
+    let store = Store::open(t.path()).unwrap();
+    assert!(!store.groups());
+    let img = store.load_image("a").unwrap();
+    assert!(encodings(&store, &img).iter().all(|e| *e == Encoding::Zstd));
+    for e in std::fs::read_dir(t.path().join("packs")).unwrap() {
+        let p = e.unwrap().path();
+        let b = std::fs::read(&p).unwrap();
+        if p.extension().is_some_and(|x| x == "pack" || x == "idx") {
+            assert_eq!(b[8..12], 1u32.to_le_bytes(), "{}", p.display());
+        }
+    }
+    assert!(std::fs::read_to_string(&cfg)
+        .unwrap()
+        .contains("\"version\": 1"));
+    restores_to(&store, &img, &disk);
 }
