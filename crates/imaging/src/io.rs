@@ -389,10 +389,16 @@ impl IoBuf {
     /// caller that writes every byte before reading any (saves a memset per chunk).
     pub fn for_overwrite(len: usize) -> Self {
         let need = len + DIRECT_ALIGN;
+        // The smallest spare that fits, and none more than twice the need: a small
+        // request taking a large spare would make the next large one allocate anew
+        // (chunks, 4 MiB group frames and their stored bytes share the pool).
         let reused = {
             let mut p = pool();
             p.iter()
-                .position(|v| v.capacity() >= need)
+                .enumerate()
+                .filter(|(_, v)| (need..=2 * need).contains(&v.capacity()))
+                .min_by_key(|(_, v)| v.capacity())
+                .map(|(i, _)| i)
                 .map(|i| p.swap_remove(i))
         };
         let mut raw = reused.unwrap_or_default();

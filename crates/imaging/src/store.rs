@@ -568,10 +568,11 @@ impl Store {
 
     /// Cuts `items` (chunks, in the order a job goes through them) into batches for
     /// [`crate::pipeline::run`]'s workers, handing each to `emit` until it returns false.
-    /// The chunks of one group frame go into one batch, with any chunks between them
-    /// that belong to no frame, so a worker reads and decodes the frame once
+    /// The chunks of one group frame go into one batch, with any all-zero chunks
+    /// between them (nothing to read), so a worker reads and decodes the frame once
     /// ([`Store::read_chunks`]) and workers decode different frames at the same time.
-    /// Every other chunk is a batch of its own.
+    /// Every other chunk is a batch of its own, so a batch holds at most one frame's
+    /// bytes.
     pub fn batches<T: Copy>(
         &self,
         items: &[T],
@@ -582,9 +583,11 @@ impl Store {
         let mut batch: Vec<T> = Vec::new();
         let mut frame = None;
         for item in items {
-            let key = self.location(&id(item)).and_then(|l| l.frame());
-            let other_frame = key.is_some() && key != frame;
-            if !batch.is_empty() && (frame.is_none() || other_frame || batch.len() >= MAX_BATCH) {
+            let loc = self.location(&id(item));
+            let key = loc.and_then(|l| l.frame());
+            // A chunk stored alone, or one of another frame, starts a batch of its own.
+            let apart = loc.is_some() && key != frame;
+            if !batch.is_empty() && (frame.is_none() || apart || batch.len() >= MAX_BATCH) {
                 if !emit(std::mem::take(&mut batch)) {
                     return;
                 }

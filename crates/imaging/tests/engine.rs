@@ -530,3 +530,45 @@ fn a_version_1_store_gets_no_group_records_and_stays_version_1() {
         .contains("\"version\": 1"));
     restores_to(&store, &img, &disk);
 }
+
+#[test]
+fn jobs_batch_a_frames_members_together_and_every_other_stored_chunk_alone() {
+    let t = tempfile::tempdir().unwrap();
+    // Text (one frame of four), a zero MiB inside the next frame's run, random MiBs
+    // (raw records, one each), then text again.
+    let text = text_disk();
+    let mut disk = text[..4 * MIB].to_vec();
+    disk.extend_from_slice(&text[4 * MIB..5 * MIB]);
+    disk.extend(std::iter::repeat_n(0u8, MIB));
+    disk.extend_from_slice(&text[6 * MIB..8 * MIB]);
+    let mut x = 5u64;
+    disk.extend((0..4 * MIB).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    }));
+    disk.extend_from_slice(&text[16 * MIB..20 * MIB]);
+    cap(t.path(), &disk, "a");
+    let store = Store::open(t.path()).unwrap();
+    let img = store.load_image("a").unwrap();
+    let batches = std::sync::Mutex::new(Vec::new());
+    store.batches(&img.map.entries, |e| e.1, &|b| {
+        batches
+            .lock()
+            .unwrap()
+            .push(b.iter().map(|e| e.0).collect::<Vec<_>>());
+        true
+    });
+    let want: Vec<Vec<u64>> = vec![
+        vec![0, 1, 2, 3],
+        vec![4, 5, 6, 7],
+        vec![8],
+        vec![9],
+        vec![10],
+        vec![11],
+        vec![12, 13, 14, 15],
+    ];
+    assert_eq!(batches.into_inner().unwrap(), want);
+    restores_to(&store, &img, &disk);
+}
