@@ -537,14 +537,16 @@ impl Store {
         Ok(Chunk::InFrame(frame.clone(), range))
     }
 
+    /// The location and frame of a chunk stored as a group member.
+    fn member_of_frame(&self, id: &ChunkId) -> Option<(Location, FrameKey)> {
+        self.location(id).and_then(|l| Some((l, l.frame()?)))
+    }
+
     /// Reads, decodes and verifies one chunk.
     pub fn read_chunk(&self, id: &ChunkId, disk_offset: u64) -> Result<Chunk> {
-        let (loc, frame) = match self.location(id).and_then(|l| Some((l, l.frame()?))) {
-            Some(member) => member,
-            None => {
-                let (loc, stored) = self.read_stored(id, disk_offset)?;
-                return self.decode(id, disk_offset, &loc, stored);
-            }
+        let Some((loc, frame)) = self.member_of_frame(id) else {
+            let (loc, stored) = self.read_stored(id, disk_offset)?;
+            return self.decode(id, disk_offset, &loc, stored);
         };
         let cached = self
             .recent
@@ -612,13 +614,11 @@ impl Store {
         wants
             .iter()
             .map(|(id, off)| {
-                let loc = self.location(id);
-                let Some(key) = loc.and_then(|l| l.frame()) else {
+                let Some((loc, key)) = self.member_of_frame(id) else {
                     let (loc, stored) = self.read_stored(id, *off)?;
                     let n = stored.len() as u64;
                     return Ok((self.decode(id, *off, &loc, stored)?, n));
                 };
-                let loc = loc.unwrap_or_else(|| unreachable!("a frame has a location"));
                 let mut read = 0;
                 if !frames.iter().any(|(k, _)| *k == key) {
                     let frame = self.read_stored(id, *off).and_then(|(loc, stored)| {
