@@ -50,17 +50,26 @@ pub struct CaptureReport {
 enum Hashed {
     Zero(u64),
     Known(u64, ChunkId),
-    /// A chunk stored alone: its encoding, length and stored bytes.
-    New(u64, ChunkId, Encoding, u32, Vec<u8>),
+    /// A chunk stored alone: its length and stored bytes.
+    New(u64, ChunkId, u32, Payload),
     /// A member of its batch's group frame.
     Grouped(u64, ChunkId),
 }
 
+/// A chunk stored alone, as it goes into the pack: compressed, or raw, its bytes left in
+/// the batch's buffer (no copy).
+enum Payload {
+    Packed(Vec<u8>),
+    Raw(std::ops::Range<usize>),
+}
+
 /// What a worker made of a run of consecutive chunks: each chunk (with its bytes and
-/// the bytes read for it), and the group frame of its new chunks, if they were grouped.
+/// the bytes read for it), the group frame of its new chunks if they were grouped, and
+/// the batch's buffer if chunks are stored raw from it.
 struct Batch {
     chunks: Vec<(Hashed, u64, u64)>,
     group: Option<(Vec<Member>, Vec<u8>)>,
+    raw: Option<IoBuf>,
 }
 
 /// What a group frame of a version 2 store decodes to at most (FORMAT.md §3): new
@@ -75,8 +84,18 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
-/// Compresses `data` at `level` with this thread's zstd context.
-fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
+/// Compresses `data` at `level` with this thread's zstd context; None when that does not
+/// make it smaller (it is stored raw). `disk_offset` is for the error message.
+fn compress(data: &[u8], level: i32, disk_offset: u64) -> Result<Option<Vec<u8>>> {
+    let packed = compress_frame(data, level).map_err(|e| Error::Io {
+        what: "compressing chunk for",
+        path: format!("disk offset {disk_offset}").into(),
+        source: e,
+    })?;
+    Ok((packed.len() < data.len()).then_some(packed))
+}
+
+fn compress_frame(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
     COMPRESSOR.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
@@ -87,14 +106,6 @@ fn compress(data: &[u8], level: i32) -> std::io::Result<Vec<u8>> {
             None => unreachable!("set above"),
         }
     })
-}
-
-fn compress_error(disk_offset: u64, e: std::io::Error) -> Error {
-    Error::Io {
-        what: "compressing chunk for",
-        path: format!("disk offset {disk_offset}").into(),
-        source: e,
-    }
 }
 
 /// Captures `source` into the store behind `writer`.
@@ -194,10 +205,8 @@ pub fn capture(
             }
             let mut group = None;
             if fresh.len() > 1 {
-                let all = &buf[..front];
-                let mut frame = compress(all, level)
-                    .map_err(|e| compress_error(batch[0] * chunk_size as u64, e))?;
-                if frame.len() < all.len() {
+                let offset = batch[0] * chunk_size as u64;
+                if let Some(mut frame) = compress(&buf[..front], level, offset)? {
                     // It waits in a queue: hold only its bytes, not zstd's bound.
                     frame.shrink_to_fit();
                     let members = fresh.iter().map(|(_, id, r)| (*id, r.len() as u32));
@@ -210,21 +219,20 @@ pub fn capture(
             let alone = fresh.len() == 1;
             for (at, id, range) in fresh {
                 let idx = batch[at];
-                let data = &buf[range];
-                let n = data.len() as u32;
-                let packed = match alone {
-                    true => Some(
-                        compress(data, level)
-                            .map_err(|e| compress_error(idx * chunk_size as u64, e))?,
-                    ),
-                    false => None,
+                let n = range.len() as u32;
+                let packed = if alone {
+                    compress(&buf[range.clone()], level, idx * chunk_size as u64)?
+                } else {
+                    None
                 };
-                chunks[at].0 = match packed {
-                    Some(p) if p.len() < data.len() => Hashed::New(idx, id, Encoding::Zstd, n, p),
-                    _ => Hashed::New(idx, id, Encoding::Raw, n, data.to_vec()),
-                };
+                let payload = packed.map_or(Payload::Raw(range), Payload::Packed);
+                chunks[at].0 = Hashed::New(idx, id, n, payload);
             }
-            Ok(Batch { chunks, group })
+            let raw = chunks
+                .iter()
+                .any(|c| matches!(c.0, Hashed::New(.., Payload::Raw(_))))
+                .then_some(buf);
+            Ok(Batch { chunks, group, raw })
         },
         |item| {
             let batch = item?;
@@ -246,8 +254,15 @@ pub fn capture(
                         continue;
                     }
                     Hashed::Known(idx, id) => (idx, id, false),
-                    Hashed::New(idx, id, enc, raw_len, payload) => {
-                        (idx, id, writer.put(id, enc, raw_len, &payload)?)
+                    Hashed::New(idx, id, raw_len, payload) => {
+                        let (enc, bytes) = match &payload {
+                            Payload::Packed(p) => (Encoding::Zstd, &p[..]),
+                            Payload::Raw(r) => (
+                                Encoding::Raw,
+                                &batch.raw.as_deref().unwrap_or(&[])[r.clone()],
+                            ),
+                        };
+                        (idx, id, writer.put(id, enc, raw_len, bytes)?)
                     }
                     Hashed::Grouped(idx, id) => (idx, id, added.next().unwrap_or(false)),
                 };

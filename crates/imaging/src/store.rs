@@ -426,7 +426,7 @@ impl Store {
     }
 
     /// Reads a chunk's stored (still encoded) bytes. `disk_offset` is for messages.
-    pub fn read_stored(&self, id: &ChunkId, disk_offset: u64) -> Result<(Location, IoBuf)> {
+    fn read_stored(&self, id: &ChunkId, disk_offset: u64) -> Result<(Location, IoBuf)> {
         let loc = self.location(id).ok_or(Error::ChunkMissing {
             id: *id,
             offset: disk_offset,
@@ -449,7 +449,7 @@ impl Store {
 
     /// Decodes stored bytes and checks they hash to `id`; nothing unverified leaves here.
     /// The result is a page-aligned [`IoBuf`], so a restore can write it with direct I/O.
-    pub fn decode(
+    fn decode(
         &self,
         id: &ChunkId,
         disk_offset: u64,
@@ -537,6 +537,14 @@ impl Store {
         Ok(Chunk::InFrame(frame.clone(), range))
     }
 
+    /// Reads and decodes the group frame that holds chunk `id`; returns it and the stored
+    /// bytes read.
+    fn read_frame(&self, id: &ChunkId, disk_offset: u64) -> Result<(Frame, u64)> {
+        let (loc, stored) = self.read_stored(id, disk_offset)?;
+        let frame = self.decode_frame(id, disk_offset, &loc, &stored)?;
+        Ok((Frame::new(frame), stored.len() as u64))
+    }
+
     /// The location and frame of a chunk stored as a group member.
     fn member_of_frame(&self, id: &ChunkId) -> Option<(Location, FrameKey)> {
         self.location(id).and_then(|l| Some((l, l.frame()?)))
@@ -556,8 +564,7 @@ impl Store {
         let decoded = match cached {
             Some(f) => f,
             None => {
-                let (loc, stored) = self.read_stored(id, disk_offset)?;
-                let f = Frame::new(self.decode_frame(id, disk_offset, &loc, &stored)?);
+                let (f, _) = self.read_frame(id, disk_offset)?;
                 if let Ok(mut r) = self.recent.lock() {
                     r.insert(0, (frame, f.clone()));
                     r.truncate(RECENT_FRAMES);
@@ -621,9 +628,9 @@ impl Store {
                 };
                 let mut read = 0;
                 if !frames.iter().any(|(k, _)| *k == key) {
-                    let frame = self.read_stored(id, *off).and_then(|(loc, stored)| {
-                        read = stored.len() as u64;
-                        self.decode_frame(id, *off, &loc, &stored).map(Frame::new)
+                    let frame = self.read_frame(id, *off).map(|(frame, n)| {
+                        read = n;
+                        frame
                     });
                     frames.push((key, frame));
                 }
@@ -881,10 +888,10 @@ fn scan_pack(p: &Path) -> Result<(Vec<IndexEntry>, u64)> {
             break;
         }
         let kept = match rec.encoding {
-            Encoding::Raw => scan_single(&rec, start, &payload, payload.to_vec()),
+            Encoding::Raw => scan_single(&rec, start, &payload),
             Encoding::Zstd => zstd::bulk::decompress(&payload, rec.raw_len as usize)
                 .ok()
-                .and_then(|raw| scan_single(&rec, start, &payload, raw)),
+                .and_then(|raw| scan_single(&rec, start, &raw)),
             Encoding::Group => scan_group(&rec, start, &payload),
         };
         let Some(kept) = kept else {
@@ -899,17 +906,12 @@ fn scan_pack(p: &Path) -> Result<(Vec<IndexEntry>, u64)> {
 
 /// The index entry of a single-chunk record found by [`scan_pack`], if its payload
 /// decoded to `raw` hashes to its id.
-fn scan_single(
-    rec: &RecordHeader,
-    start: u64,
-    payload: &[u8],
-    raw: Vec<u8>,
-) -> Option<Vec<IndexEntry>> {
-    (blake3::hash(&raw).as_bytes() == &rec.id).then(|| {
+fn scan_single(rec: &RecordHeader, start: u64, raw: &[u8]) -> Option<Vec<IndexEntry>> {
+    (blake3::hash(raw).as_bytes() == &rec.id).then(|| {
         vec![IndexEntry {
             id: rec.id,
             offset: start,
-            stored_len: payload.len() as u32,
+            stored_len: rec.stored_len,
             raw_len: rec.raw_len,
             encoding: rec.encoding,
             skip: 0,
