@@ -53,11 +53,14 @@ if [ "$HAVE_KIB" -lt "$NEED_KIB" ]; then
 fi
 LOOP=""
 SRC=""
+# What a run makes besides the disks (removed at the end, and before a run in a kept
+# --dir, where a killed run may have left them).
+clear_outputs() { rm -rf "$W/store" "$W/store2" "$W/pc" "$W/castore" "$W/mnt" "$W"/*.zst "$W"/out*.img "$W"/t.img "$W"/*.caibx "$W/err" "$W/time"; }
 cleanup() {
   if [ -n "$LOOP" ]; then umount "$W/mnt" 2>/dev/null || true; losetup -d "$LOOP" || true; fi
   if [ -n "$SRC" ]; then losetup -d "$SRC" || true; fi
   if [ -n "$KEEP" ]; then
-    rm -rf "$W/store" "$W/store2" "$W/pc" "$W/castore" "$W/mnt" "$W"/*.zst "$W"/out*.img "$W"/t.img "$W"/*.caibx
+    clear_outputs
   else
     rm -rf "$W"
   fi
@@ -219,11 +222,14 @@ export -f lo on_loop unzstd_to casync_onto part_off part_len cap_imprint cap_par
 SRC=$(lo -r "$DISK")
 export B W DISK SRC MIB P1 P2 L1 L2
 
-# Stores used by the delta runs (made once, not timed).
-"$B" capture "$DISK" "$W/store2" --name v1 2>/dev/null
-"$B" capture "$W/v2.img" "$W/store2" --name v2 2>/dev/null
-"$B" restore "$W/store2" v1 "$W/out-v1.img" --yes 2>/dev/null
-casync make --store="$W/castore" "$W/v2.caibx" "$W/v2.img" >/dev/null 2>&1
+# Stores used by the delta runs (made once, not timed). quiet CMD...: runs CMD without its
+# progress output, which it shows (and stops the run) only if CMD fails.
+quiet() { "$@" >"$W/err" 2>&1 || { cat "$W/err" >&2; echo "speed: failed: $*" >&2; exit 1; }; }
+clear_outputs
+quiet "$B" capture "$DISK" "$W/store2" --name v1
+quiet "$B" capture "$W/v2.img" "$W/store2" --name v2
+quiet "$B" restore "$W/store2" v1 "$W/out-v1.img" --yes
+quiet casync make --store="$W/castore" "$W/v2.caibx" "$W/v2.img"
 
 echo "speed: $ROUNDS interleaved rounds"
 for r in $(seq "$ROUNDS"); do
