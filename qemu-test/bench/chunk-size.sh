@@ -31,18 +31,10 @@ cp --sparse=always "$W/v1.img" "$W/v2.img"
 mkdir -p "$W/mnt"
 LOOP=$(losetup -f --show -o "$start" --sizelimit "$size" "$W/v2.img")
 mount "$LOOP" "$W/mnt"
-find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' > "$W/changed"
-n=0
-while read -r f; do
-  case $((n % 3)) in
-    0) prng "v2-$n" 4096 >> "$f" ;;
-    1) rm -f "$f" ;;
-    2) cp "$f" "$f.new" ;;
-  esac
-  n=$((n + 1))
-done < "$W/changed"
+total=$(find "$W/mnt" -type f | wc -l)
+n=$(change_files "$W/mnt" 4096)
 umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""
-echo "changed $n files of $(wc -l < "$W/changed" | awk '{print $1*20}') (approx)"
+echo "changed $n of $total files"
 
 now() { date +%s.%N; }
 printf '%-8s %12s %10s %10s %14s\n' chunk store_MiB capture_s restore_s v2_added_MiB

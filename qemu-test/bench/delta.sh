@@ -52,16 +52,7 @@ mkdir -p "$W/mnt"
 LOOP=$(losetup -f --show -o "$start" --sizelimit "$size" "$W/v2.img")
 mount "$LOOP" "$W/mnt"
 total=$(find "$W/mnt" -type f | wc -l)
-find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' > "$W/changed"
-n=0
-while read -r f; do
-  case $((n % 3)) in
-    0) prng "v2-$n" 4096 >> "$f" ;;
-    1) rm -f "$f" ;;
-    2) cp "$f" "$f.new" ;;
-  esac
-  n=$((n + 1))
-done < "$W/changed"
+n=$(change_files "$W/mnt" 4096)
 # One large file changed in place in its middle.
 prng middle $((2 << 20)) | dd of="$W/mnt/incompressible.bin" bs=1M seek=20 count=2 iflag=fullblock conv=notrunc status=none
 umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""

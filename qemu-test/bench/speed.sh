@@ -122,6 +122,7 @@ dd if="$DISK" of="$W/p2" bs=1M skip=$((P2 / MIB)) count=$((L2 / MIB)) status=non
 mkfs.ext4 -q -F -L root -U "$BENCH_UUID" -E hash_seed="$BENCH_UUID" -d "$W/root" "$W/p2"
 dd if="$W/p2" of="$DISK" bs=1M seek=$((P2 / MIB)) conv=notrunc status=none; rm -f "$W/p2"
 dd if="$DISK" of="$W/p3" bs=1M skip=$((P3 / MIB)) count=$((L3 / MIB)) status=none
+chmod 600 "$W/p3"   # mkswap warns about a swap file others can read
 mkswap -L swap -U "$BENCH_UUID" "$W/p3" >/dev/null
 dd if="$W/p3" of="$DISK" bs=1M seek=$((P3 / MIB)) conv=notrunc status=none; rm -f "$W/p3"
 rm -rf "$W/root"
@@ -131,15 +132,7 @@ cp "$DISK" "$W/v2.img"
 mkdir -p "$W/mnt"
 LOOP=$(losetup -f --show -o "$P2" --sizelimit "$L2" "$W/v2.img")
 mount "$LOOP" "$W/mnt"
-n=0
-find "$W/mnt" -type f | sort | awk 'NR % 20 == 0' | while read -r f; do
-  case $((n % 3)) in
-    0) prng "v2-$n" 8192 >> "$f" ;;
-    1) rm -f "$f" ;;
-    2) cp "$f" "$f.new" ;;
-  esac
-  n=$((n + 1))
-done
+change_files "$W/mnt" 8192 >/dev/null
 umount "$W/mnt"; losetup -d "$LOOP"; LOOP=""
 [ -z "$KEEP" ] || touch "$W/generated-${SIZE_GIB}g"
 fi
