@@ -241,10 +241,22 @@ impl Target {
         if !self.is_block_device {
             return Ok(());
         }
-        sys::blk_rr_part(&self.file).map_err(|source| Error::RereadPartitionTable {
-            path: self.path.clone(),
-            source,
-        })
+        match sys::blk_rr_part(&self.file) {
+            // A loop device set up without partition scanning (`losetup` without
+            // `-P`) refuses with EINVAL: the kernel keeps no partitions of it, so
+            // there is nothing to re-read. Unless some were added by hand (`partx
+            // -a`): those are stale now, and the caller's warning says so.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EINVAL)
+                    && sys::loop_without_partitions(&self.file) =>
+            {
+                Ok(())
+            }
+            r => r.map_err(|source| Error::RereadPartitionTable {
+                path: self.path.clone(),
+                source,
+            }),
+        }
     }
 
     /// Discards a byte range (`BLKDISCARD`; both ends must be multiples of the

@@ -355,3 +355,29 @@ fn discovery_finds_a_loop_disk_partition_by_its_fs_label() {
     .unwrap();
     assert!(fixed.iter().all(|x| !x.name.starts_with("loop")));
 }
+
+#[test]
+fn partition_table_reread_on_a_loop_device_without_partition_scanning() {
+    if !can_run() {
+        return;
+    }
+    // `losetup` without -P: the kernel keeps no partitions of the device and
+    // refuses BLKRRPART with EINVAL. There is nothing to re-read, so no error
+    // (a restore would otherwise warn "reboot or run partprobe").
+    let bare = LoopDisk::new(16, None);
+    disks::open_target(Path::new(&bare.node))
+        .unwrap()
+        .reread_partition_table()
+        .unwrap();
+    // Partitions added by hand (partx -a) are not re-read either: they are stale
+    // after a restore, and that is still reported.
+    let parted = LoopDisk::new(64, Some(TWO_PARTS));
+    let err = disks::open_target(Path::new(&parted.node))
+        .unwrap()
+        .reread_partition_table()
+        .unwrap_err();
+    assert!(
+        matches!(err, disks::blockdev::Error::RereadPartitionTable { .. }),
+        "{err}"
+    );
+}
