@@ -384,8 +384,18 @@ fn run(
                 if let Some(g) = &r.grown {
                     eprintln!("{}", g.message);
                 }
+                // "unchanged" only means something after a delta compare.
+                let unchanged = if r.delta {
+                    format!(
+                        "{} unchanged (delta, {} of the target compared) and ",
+                        r.unchanged_chunks,
+                        bytes(r.target_read_bytes)
+                    )
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "restored {:?} onto {} in {:.1} s: {} chunks; read {} from the store, hashed {}; wrote {} chunks ({}, {}/s, {} of them table areas); skipped {} unchanged (delta, {} of the target compared) and {} empty",
+                    "restored {:?} onto {} in {:.1} s: {} chunks; read {} from the store, hashed {}; wrote {} chunks ({}, {}/s, {} of them table areas); skipped {unchanged}{} empty",
                     plan.image.manifest.name,
                     plan.target.display(),
                     r.elapsed_ms as f64 / 1000.0,
@@ -396,8 +406,6 @@ fn run(
                     bytes(r.written_bytes),
                     bytes(rate(r.written_bytes, r.elapsed_ms)),
                     r.table_chunks,
-                    r.unchanged_chunks,
-                    bytes(r.target_read_bytes),
                     r.skipped_chunks,
                 );
             }

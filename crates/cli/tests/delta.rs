@@ -927,3 +927,26 @@ fn delta_restore_of_an_unchanged_disk_rewrites_only_the_table_areas() {
     assert!(num(&r, "hashed_chunks") <= tables);
     assert!(same_file(&t, &fx.full_b));
 }
+
+#[test]
+fn the_summary_counts_unchanged_chunks_only_after_a_delta_compare() {
+    let fx = Fixture::get();
+    let d = fx.scratch("summary");
+    let t = d.join("t.img");
+    copy(&fx.full_b, &t);
+    let summary = |extra: &[&str]| {
+        let mut args = vec!["restore", p(&fx.store), "B", p(&t), "--yes", "--force"];
+        args.extend_from_slice(extra);
+        let o = ok(imprint(&args));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        err.lines()
+            .find(|l| l.starts_with("restored \"B\""))
+            .unwrap_or_else(|| panic!("no summary line in {err}"))
+            .to_owned()
+    };
+    let delta = summary(&[]);
+    assert!(delta.contains(" unchanged (delta, "), "{delta}");
+    let full = summary(&["--full"]);
+    assert!(!full.contains("unchanged"), "{full}");
+    assert!(full.contains("; skipped 0 empty"), "{full}");
+}
