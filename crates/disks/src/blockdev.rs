@@ -10,6 +10,7 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::sys;
+use crate::usage::{DevNum, SysRoot};
 
 /// What went wrong with a block device or image file; each variant names the
 /// step that failed and the path it failed on.
@@ -247,8 +248,7 @@ impl Target {
             // there is nothing to re-read. Unless some were added by hand (`partx
             // -a`): those are stale now, and the caller's warning says so.
             Err(e)
-                if e.raw_os_error() == Some(libc::EINVAL)
-                    && sys::loop_without_partitions(&self.file) =>
+                if e.raw_os_error() == Some(libc::EINVAL) && self.is_loop_without_partitions() =>
             {
                 Ok(())
             }
@@ -257,6 +257,22 @@ impl Target {
                 source,
             }),
         }
+    }
+
+    /// A loop device set up without partition scanning (sysfs `loop/partscan`
+    /// is 0) that holds no partitions (none added by hand).
+    fn is_loop_without_partitions(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let root = SysRoot::live();
+        let Ok(dev) = self
+            .file
+            .metadata()
+            .and_then(|m| root.block_dev(DevNum::from_dev_t(m.rdev())))
+        else {
+            return false;
+        };
+        std::fs::read_to_string(dev.sysfs.join("loop/partscan")).is_ok_and(|v| v.trim() == "0")
+            && root.partitions(&dev).is_ok_and(|p| p.is_empty())
     }
 
     /// Discards a byte range (`BLKDISCARD`; both ends must be multiples of the

@@ -60,33 +60,6 @@ pub(crate) fn blk_rr_part(file: &File) -> io::Result<()> {
     check(unsafe { libc::ioctl(file.as_raw_fd(), BLKRRPART) })
 }
 
-/// True when `file` is a loop device without partition scanning (sysfs
-/// `loop/partscan` is 0) and without partitions (none added by hand).
-pub(crate) fn loop_without_partitions(file: &File) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = file.metadata() else {
-        return false;
-    };
-    let rdev = meta.rdev();
-    let dir = std::path::PathBuf::from(format!(
-        "/sys/dev/block/{}:{}",
-        libc::major(rdev),
-        libc::minor(rdev)
-    ));
-    let partscan = std::fs::read_to_string(dir.join("loop/partscan"));
-    if partscan.map(|v| v.trim() != "0").unwrap_or(true) {
-        return false;
-    }
-    // Partitions are sysfs subdirectories holding a `partition` file.
-    std::fs::read_dir(&dir)
-        .map(|entries| {
-            !entries
-                .flatten()
-                .any(|e| e.path().join("partition").exists())
-        })
-        .unwrap_or(false)
-}
-
 /// Discard `len` bytes at `start` (`BLKDISCARD`); both must be sector-aligned.
 pub(crate) fn blk_discard(file: &File, start: u64, len: u64) -> io::Result<()> {
     let range: [u64; 2] = [start, len];
