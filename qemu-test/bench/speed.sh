@@ -141,6 +141,9 @@ fi
 # ---- the runs
 drop() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 declare -A WALL CPU RSS SIZE
+# quiet CMD...: runs CMD without its output, which it shows (and stops the run) only if
+# CMD fails.
+quiet() { "$@" >"$W/err" 2>&1 || { cat "$W/err" >&2; echo "speed: failed: $*" >&2; exit 1; }; }
 # Drops caches, runs CMD under GNU time, records wall, cpu and peak RSS.
 # run NAME CMD [SETUP]: SETUP (untimed, e.g. putting version 1 on the delta target) runs
 # before the cache is dropped.
@@ -149,7 +152,7 @@ run() {
   [ -z "$setup" ] || $setup   # a function and its words, e.g. "empty out.img"
   drop
   # GNU time runs programs, not shell functions: run the job in a bash that has them.
-  /usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$cmd" >/dev/null 2>"$W/err" || { cat "$W/err" >&2; exit 1; }
+  quiet /usr/bin/time -f "%e %U %S %M" -o "$W/time" bash -c "$cmd"
   read -r wall user sys rss < "$W/time"
   WALL[$name]+="$wall "
   CPU[$name]+="$(printf %.2f "$(echo "$user + $sys" | bc)") "
@@ -215,9 +218,7 @@ export -f lo on_loop unzstd_to casync_onto part_off part_len cap_imprint cap_par
 SRC=$(lo -r "$DISK")
 export B W DISK SRC MIB P1 P2 L1 L2
 
-# Stores used by the delta runs (made once, not timed). quiet CMD...: runs CMD without its
-# progress output, which it shows (and stops the run) only if CMD fails.
-quiet() { "$@" >"$W/err" 2>&1 || { cat "$W/err" >&2; echo "speed: failed: $*" >&2; exit 1; }; }
+# Stores used by the delta runs (made once, not timed).
 clear_outputs
 quiet "$B" capture "$DISK" "$W/store2" --name v1
 quiet "$B" capture "$W/v2.img" "$W/store2" --name v2
